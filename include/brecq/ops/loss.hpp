@@ -1,0 +1,88 @@
+#pragma once
+// Softmax family and losses. Composite losses are built from differentiable primitives;
+// log_softmax has its own backward because it is numerically delicate and hot in training.
+#include <cmath>
+
+#include "brecq/ops/elementwise.hpp"
+#include "brecq/ops/reduce.hpp"
+
+namespace brecq {
+
+/// log(softmax(x)) along the last dimension of a 2-D [N, classes] tensor.
+inline Tensor log_softmax(const Tensor& x) {
+  check(x.ndim() == 2, "log_softmax: expects [N, classes], got ", x.shape());
+  const int64_t N = x.dim(0), K = x.dim(1);
+  Tensor xc = x.contiguous();
+  Tensor out = Tensor::empty(x.shape());
+  const float* px = xc.data<float>();
+  float* py = out.data<float>();
+  for (int64_t n = 0; n < N; ++n) {
+    float mx = px[n * K];
+    for (int64_t k = 1; k < K; ++k) mx = std::max(mx, px[n * K + k]);
+    double s = 0.0;
+    for (int64_t k = 0; k < K; ++k) s += std::exp(static_cast<double>(px[n * K + k] - mx));
+    const float lse = mx + static_cast<float>(std::log(s));
+    for (int64_t k = 0; k < K; ++k) py[n * K + k] = px[n * K + k] - lse;
+  }
+  autograd::record("log_softmax", out, {&x}, [x, out](const Tensor& grad) {
+    const int64_t N = x.dim(0), K = x.dim(1);
+    Tensor gc = grad.contiguous();
+    Tensor dx = Tensor::empty(x.shape());
+    const float* pg = gc.data<float>();
+    const float* py = out.data<float>();
+    float* pd = dx.data<float>();
+    for (int64_t n = 0; n < N; ++n) {
+      double s = 0.0;
+      for (int64_t k = 0; k < K; ++k) s += pg[n * K + k];
+      for (int64_t k = 0; k < K; ++k)
+        pd[n * K + k] = pg[n * K + k] - std::exp(py[n * K + k]) * static_cast<float>(s);
+    }
+    autograd::accumulate_grad(x, dx);
+  });
+  return out;
+}
+
+inline Tensor softmax(const Tensor& x) { return exp(log_softmax(x)); }
+
+namespace detail {
+/// [N] integer labels as a [N, classes] one-hot float tensor, validated.
+inline Tensor one_hot(const std::vector<int>& labels, int64_t N, int64_t K) {
+  check(static_cast<int64_t>(labels.size()) == N, "cross_entropy: ", labels.size(),
+        " labels for a batch of ", N);
+  Tensor t = Tensor::zeros(Shape{N, K});
+  for (int64_t n = 0; n < N; ++n) {
+    const int l = labels[static_cast<size_t>(n)];
+    check(l >= 0 && l < K, "cross_entropy: label ", l, " at position ", n, " outside [0, ", K, ")");
+    t.data<float>()[n * K + l] = 1.0f;
+  }
+  return t;
+}
+}  // namespace detail
+
+/// Mean negative log-likelihood of integer labels under softmax(logits).
+inline Tensor cross_entropy(const Tensor& logits, const std::vector<int>& labels) {
+  check(logits.ndim() == 2, "cross_entropy: expects logits [N, classes], got ", logits.shape());
+  Tensor target = detail::one_hot(labels, logits.dim(0), logits.dim(1));
+  return neg(sum(mul(log_softmax(logits), target))) * (1.0f / static_cast<float>(logits.dim(0)));
+}
+
+/// KL(p || q) with p = softmax(target_logits) and q = softmax(logits), averaged over the batch
+/// (PyTorch's kl_div(log q, p, reduction="batchmean")). Gradient flows into both arguments.
+inline Tensor kl_div(const Tensor& logits, const Tensor& target_logits) {
+  check(logits.shape() == target_logits.shape() && logits.ndim() == 2, "kl_div: logits ",
+        logits.shape(), " and target logits ", target_logits.shape(), " must both be [N, classes]");
+  Tensor log_p = log_softmax(target_logits);
+  Tensor log_q = log_softmax(logits);
+  return sum(mul(exp(log_p), sub(log_p, log_q))) * (1.0f / static_cast<float>(logits.dim(0)));
+}
+
+/// Mean squared error.
+inline Tensor mse_loss(const Tensor& a, const Tensor& b) { return mean(square(sub(a, b))); }
+
+/// Mean over the batch of sum |a - b|^p per sample (the L_p reconstruction loss of BRECQ).
+inline Tensor lp_loss(const Tensor& a, const Tensor& b, float p) {
+  check(a.ndim() >= 1 && a.dim(0) > 0, "lp_loss: needs a batch dimension, got ", a.shape());
+  return sum(pow(abs(sub(a, b)), p)) * (1.0f / static_cast<float>(a.dim(0)));
+}
+
+}  // namespace brecq

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what brecq needs to build, test and run its examples on Debian 12, then configures and
+# builds into build/. Idempotent: packages already present are skipped by apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi

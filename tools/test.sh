@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds the tests in a normal and in a sanitizer
+# configuration, and runs both with ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs" --target brecq_tests
+(cd build && ctest --output-on-failure)
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBRECQ_SANITIZE=ON -DBRECQ_BUILD_EXAMPLES=OFF >/dev/null
+cmake --build build-asan -j"$jobs" --target brecq_tests
+(cd build-asan && ctest --output-on-failure)
