@@ -1,0 +1,141 @@
+#include <doctest/doctest.h>
+
+#include <filesystem>
+
+#include "brecq/quant/brecq.hpp"
+#include "tiny_model.hpp"
+
+using namespace brecq;
+using namespace brecq::quant;
+
+namespace {
+
+Tensor calibration(int64_t n = 64) {
+  Rng rng(99);
+  return Tensor::randn(Shape{n, 3, 8, 8}, rng);
+}
+
+ReconstructionSettings short_settings() {
+  ReconstructionSettings s;
+  s.iters_w = 120;
+  s.iters_a = 40;
+  s.batch = 16;
+  s.progress = false;
+  s.act_init_images = 32;
+  return s;
+}
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("brecq_test_" + name)).string();
+}
+
+}  // namespace
+
+TEST_CASE("Fisher-weighted loss equals the MSE loss when every gradient is one") {
+  Rng rng(1);
+  Tensor a = Tensor::randn(Shape{4, 3, 5, 5}, rng), b = Tensor::randn(Shape{4, 3, 5, 5}, rng);
+  const float mse = reconstruction_loss(a, b, Tensor(), 2.0f).item();
+  const float fisher = reconstruction_loss(a, b, Tensor::ones(a.shape()), 2.0f).item();
+  CHECK(fisher == doctest::Approx(mse).epsilon(1e-6));
+  // sum over channels, mean over batch and positions (the official lp_loss)
+  double expect = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) expect += std::pow(a.data<float>()[i] - b.data<float>()[i], 2.0);
+  CHECK(mse == doctest::Approx(expect / (4 * 25)).epsilon(1e-5));
+}
+
+TEST_CASE("granularities cut the same model description into units") {
+  nn::Model m = test::tiny_resnet();
+  CHECK(LayerGranularity::units(m).size() == 6);  // 2 + 2 + downsample + fc; stem excluded
+  CHECK(BlockGranularity::units(m).size() == 3);
+  CHECK(StageGranularity::units(m).size() == 3);
+  CHECK(NetworkGranularity::units(m).size() == 1);
+  CHECK(NetworkGranularity::units(m)[0].last_block == m.blocks.size());
+}
+
+TEST_CASE("every granularity reconstructs W2A4 and lowers the reconstruction loss below nearest rounding") {
+  const Tensor calib = calibration();
+  for (const char* g : {"layer", "block", "stage", "network"}) {
+    CAPTURE(g);
+    QuantModel qm(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+    BrecqReport rep = run_brecq(g, qm, calib, short_settings());
+    double before = 0, after = 0;
+    for (const UnitReport& r : rep.units)
+      if (r.pass == "weights") before += r.loss_before, after += r.loss_after;
+    CHECK(after < before);
+    CHECK(qm.act_quant);
+    for (size_t p = 0; p < qm.act_q.size(); ++p) CHECK(qm.act_q[p].initialized());
+    NoGrad ng;
+    Tensor logits = qm.forward(calib.narrow(0, 0, 4));
+    CHECK(logits.shape() == Shape{4, 5});
+    for (float v : logits.to_vector()) CHECK(std::isfinite(v));
+  }
+}
+
+TEST_CASE("Fisher loss runs with weights >= 1 taken from the KL gradient") {
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 2, .a_bits = 0});
+  ReconstructionSettings s = short_settings();
+  s.loss = ReconLoss::fisher;
+  BrecqReport rep = run_brecq("block", qm, calibration(), s);
+  CHECK(rep.units.size() == 3);
+  double before = 0, after = 0;
+  for (const UnitReport& r : rep.units) {
+    CHECK(r.loss_after <= r.loss_before * 1.001);
+    before += r.loss_before, after += r.loss_after;
+  }
+  CHECK(after < before);
+}
+
+TEST_CASE("an interrupted run resumes from its checkpoint and ends with the same result") {
+  const Tensor calib = calibration();
+  const std::string ckpt = temp_path("resume.ckpt");
+  std::filesystem::remove(ckpt);
+  ReconstructionSettings s = short_settings();
+
+  QuantModel full(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  run_brecq("layer", full, calib, s);
+
+  QuantModel interrupted(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  struct Interrupt {};
+  BrecqRunOptions o{.checkpoint = ckpt, .key = "test"};
+  o.on_unit_done = [](const std::string& pass, size_t done) {
+    if (pass == "activations" && done == 2) throw Interrupt{};
+  };
+  CHECK_THROWS_AS(run_brecq("layer", interrupted, calib, s, o), Interrupt);
+  CHECK(std::filesystem::exists(ckpt));
+
+  QuantModel resumed(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  BrecqReport rep = run_brecq("layer", resumed, calib, s, {.checkpoint = ckpt, .key = "test"});
+  CHECK(rep.resumed_weight_units == 6);
+  CHECK(rep.resumed_act_units == 2);
+  CHECK_FALSE(std::filesystem::exists(ckpt));
+
+  auto a = quantized_tensors(full), b = quantized_tensors(resumed);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(a[i].first == b[i].first);
+    REQUIRE(a[i].second.nbytes() == b[i].second.nbytes());
+    CHECK(std::memcmp(a[i].second.raw_data(), b[i].second.raw_data(), a[i].second.nbytes()) == 0);
+  }
+}
+
+TEST_CASE("a checkpoint written with other settings is refused with both settings named") {
+  const std::string ckpt = temp_path("mismatch.ckpt");
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 2});
+  ReconstructionSettings s = short_settings();
+  s.iters_w = 5;
+  struct Interrupt {};
+  BrecqRunOptions o{.checkpoint = ckpt, .key = "settings A"};
+  o.on_unit_done = [](const std::string&, size_t) { throw Interrupt{}; };
+  CHECK_THROWS_AS(run_brecq("block", qm, calibration(), s, o), Interrupt);
+  QuantModel other(test::tiny_resnet(), {.w_bits = 2});
+  CHECK_THROWS_WITH_AS(run_brecq("block", other, calibration(), s, {.checkpoint = ckpt, .key = "settings B"}),
+                       doctest::Contains("settings B"), Error);
+  std::filesystem::remove(ckpt);
+}
+
+TEST_CASE("granularity names are validated") {
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 4});
+  CHECK_THROWS_WITH_AS(run_brecq("blocks", qm, calibration(), short_settings()),
+                       doctest::Contains("got 'blocks'"), Error);
+}
