@@ -72,22 +72,26 @@ inline void record(const char* op, Tensor& output, std::initializer_list<const T
   tape().record(Node{op, output.impl_ptr(), std::forward<Fn>(fn)});
 }
 
-/// Adds g into t's gradient when t requires one. `owned` says g is a fresh tensor nobody else
-/// holds, so it can become the gradient without a copy.
-inline void accumulate_grad(const Tensor& t, const Tensor& g, bool owned = true) {
+/// Adds g into t's gradient when t requires one. A gradient may share g's data (no copy);
+/// accumulation then writes into a fresh tensor instead of in place (copy on write), so a
+/// gradient handed to several inputs is never modified behind their backs.
+inline void accumulate_grad(const Tensor& t, const Tensor& g) {
   if (!t.defined() || !t.requires_grad()) return;
   TensorImpl& ti = t.impl();
   check(g.shape() == t.shape(), "autograd: gradient of shape ", g.shape(),
         " does not match its tensor of shape ", t.shape());
   if (!ti.grad) {
-    ti.grad = (owned && g.is_contiguous()) ? g.impl_ptr() : g.clone().impl_ptr();
+    ti.grad = g.is_contiguous() ? g.impl_ptr() : g.clone().impl_ptr();
     return;
   }
   Tensor acc(ti.grad);
   Tensor gc = g.contiguous();
+  const bool exclusive = ti.grad.use_count() == 2 && ti.grad->storage.use_count() == 1;
+  if (!exclusive) acc = acc.clone();
   float* a = acc.data<float>();
   const float* b = gc.data<float>();
   for (int64_t i = 0, n = acc.numel(); i < n; ++i) a[i] += b[i];
+  ti.grad = acc.impl_ptr();
 }
 
 }  // namespace autograd
@@ -107,7 +111,7 @@ inline void backward(const Tensor& root, Tensor seed = Tensor()) {
   }
   check(seed.shape() == root.shape(), "backward: seed shape ", seed.shape(),
         " does not match root shape ", root.shape());
-  autograd::accumulate_grad(root, seed, false);
+  autograd::accumulate_grad(root, seed);
   auto& nodes = autograd::tape().nodes();
   {
     NoGrad no_grad;

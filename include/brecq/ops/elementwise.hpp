@@ -64,8 +64,8 @@ inline Tensor neg(const Tensor& a);
 inline Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = detail::map_binary("add", a, b, [](float x, float y) { return x + y; });
   autograd::record("add", out, {&a, &b}, [a, b](const Tensor& g) {
-    autograd::accumulate_grad(a, sum_to(g, a.shape()), g.shape() != a.shape());
-    autograd::accumulate_grad(b, sum_to(g, b.shape()), g.shape() != b.shape());
+    if (a.requires_grad()) autograd::accumulate_grad(a, sum_to(g, a.shape()));
+    if (b.requires_grad()) autograd::accumulate_grad(b, sum_to(g, b.shape()));
   });
   return out;
 }
@@ -73,7 +73,7 @@ inline Tensor add(const Tensor& a, const Tensor& b) {
 inline Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = detail::map_binary("sub", a, b, [](float x, float y) { return x - y; });
   autograd::record("sub", out, {&a, &b}, [a, b](const Tensor& g) {
-    autograd::accumulate_grad(a, sum_to(g, a.shape()), g.shape() != a.shape());
+    if (a.requires_grad()) autograd::accumulate_grad(a, sum_to(g, a.shape()));
     if (b.requires_grad()) autograd::accumulate_grad(b, sum_to(neg(g), b.shape()));
   });
   return out;

@@ -79,10 +79,44 @@ inline Tensor kl_div(const Tensor& logits, const Tensor& target_logits) {
 /// Mean squared error.
 inline Tensor mse_loss(const Tensor& a, const Tensor& b) { return mean(square(sub(a, b))); }
 
-/// Mean over the batch of sum |a - b|^p per sample (the L_p reconstruction loss of BRECQ).
-inline Tensor lp_loss(const Tensor& a, const Tensor& b, float p) {
-  check(a.ndim() >= 1 && a.dim(0) > 0, "lp_loss: needs a batch dimension, got ", a.shape());
-  return sum(pow(abs(sub(a, b)), p)) * (1.0f / static_cast<float>(a.dim(0)));
+/// sum(w^2 |pred - target|^p) / (numel / channels): the channel sum averaged over batch and
+/// positions (the official BRECQ lp_loss; w = optional Fisher weights, else 1). One fused pass;
+/// the gradient flows into pred only (target and w are data).
+inline Tensor lp_loss(const Tensor& pred, const Tensor& target, float p, const Tensor& w = Tensor()) {
+  check(pred.shape() == target.shape() && (!w.defined() || w.shape() == pred.shape()),
+        "lp_loss: prediction ", pred.shape(), ", target ", target.shape(), " and weights ", shape_of(w),
+        " must have one shape");
+  check(pred.ndim() >= 1 && pred.numel() > 0, "lp_loss: needs a non-empty batch, got ", pred.shape());
+  check(p > 0, "lp_loss: exponent must be > 0, got ", p);
+  const double norm = 1.0 / static_cast<double>(pred.numel() / (pred.ndim() > 1 ? pred.dim(1) : 1));
+  Tensor pc = pred.contiguous(), tc = target.contiguous(), wc = w.defined() ? w.contiguous() : Tensor();
+  const float* pp = pc.data<float>();
+  const float* pt = tc.data<float>();
+  const float* pw = wc.defined() ? wc.data<float>() : nullptr;
+  const int64_t n = pred.numel();
+  auto term = [p](float d) { return p == 2.0f ? d * d : std::pow(std::fabs(d), p); };
+  double acc = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = pp[i] - pt[i];
+    acc += pw ? static_cast<double>(pw[i]) * pw[i] * term(d) : term(d);
+  }
+  Tensor out = Tensor::scalar(static_cast<float>(acc * norm));
+  autograd::record("lp_loss", out, {&pred}, [pred, pc, tc, wc, p, norm](const Tensor& g) {
+    const float scale = static_cast<float>(g.item() * norm);
+    Tensor dx = Tensor::empty(pred.shape());
+    const float* pp = pc.data<float>();
+    const float* pt = tc.data<float>();
+    const float* pw = wc.defined() ? wc.data<float>() : nullptr;
+    float* pd = dx.data<float>();
+    for (int64_t i = 0, n = pred.numel(); i < n; ++i) {
+      const float d = pp[i] - pt[i];
+      // d/dd |d|^p = p |d|^(p-1) sign(d)
+      const float dd = p == 2.0f ? 2.0f * d : (d == 0.0f ? 0.0f : p * std::pow(std::fabs(d), p - 1) * (d > 0 ? 1.0f : -1.0f));
+      pd[i] = scale * (pw ? pw[i] * pw[i] : 1.0f) * dd;
+    }
+    autograd::accumulate_grad(pred, dx);
+  });
+  return out;
 }
 
 }  // namespace brecq

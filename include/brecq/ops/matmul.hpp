@@ -39,7 +39,7 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tens
   check(x.ndim() == 2 && w.ndim() == 2 && x.dim(1) == w.dim(1), "linear: input ", x.shape(),
         " and weight ", w.shape(), " are not [N, in] and [out, in]");
   check(!bias.defined() || (bias.ndim() == 1 && bias.dim(0) == w.dim(0)), "linear: bias ",
-        bias.defined() ? bias.shape().str() : "", " does not match weight ", w.shape());
+        shape_of(bias), " does not match weight ", w.shape());
   Tensor xc = x.contiguous(), wc = w.contiguous();
   Tensor out = detail::gemm(xc, wc, false, true);  // [N, out]
   if (bias.defined()) {
@@ -53,7 +53,7 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tens
     Tensor gc = g.contiguous();
     if (x.requires_grad()) autograd::accumulate_grad(x, detail::gemm(gc, wc, false, false));
     if (w.requires_grad()) autograd::accumulate_grad(w, detail::gemm(gc, xc, true, false));
-    if (bias.defined() && bias.requires_grad()) autograd::accumulate_grad(bias, sum_to(gc, bias.shape()), false);
+    if (bias.defined() && bias.requires_grad()) autograd::accumulate_grad(bias, sum_to(gc, bias.shape()));
   });
   return out;
 }

@@ -23,7 +23,7 @@ inline Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& 
   const int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), count = N * HW;
   for (const Tensor* t : std::initializer_list<const Tensor*>{&weight, &bias, &running_mean, &running_var})
     check(!t->defined() || (t->ndim() == 1 && t->dim(0) == C), "batch_norm2d: parameter of shape ",
-          t->defined() ? t->shape().str() : "", " does not match ", C, " channels of input ", x.shape());
+          shape_of(*t), " does not match ", C, " channels of input ", x.shape());
   check(p.training || (running_mean.defined() && running_var.defined()),
         "batch_norm2d: eval mode needs running statistics");
   check(!p.training || count > 1, "batch_norm2d: training needs more than one value per channel, got ",

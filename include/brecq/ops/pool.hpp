@@ -25,7 +25,8 @@ inline PoolGeometry pool_geometry(const char* op, const Tensor& x, const Pool2dP
   PoolGeometry g{x.dim(0) * x.dim(1), x.dim(2), x.dim(3), 0, 0, p.kernel, s, p.padding};
   g.OH = (g.H + 2 * g.pad - g.k) / s + 1;
   g.OW = (g.W + 2 * g.pad - g.k) / s + 1;
-  check(g.OH >= 1 && g.OW >= 1, op, ": input ", x.shape(), " smaller than kernel ", p.kernel);
+  check(g.H + 2 * g.pad >= g.k && g.W + 2 * g.pad >= g.k, op, ": input ", x.shape(),
+        " smaller than kernel ", p.kernel);
   return g;
 }
 }  // namespace detail

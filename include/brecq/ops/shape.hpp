@@ -28,7 +28,7 @@ inline Tensor reshape(const Tensor& x, std::vector<int64_t> dims) {
   Tensor out = x.contiguous().view(target);  // a view when x is contiguous, else a copy
   Shape in_shape = x.shape();
   autograd::record("reshape", out, {&x}, [x, in_shape](const Tensor& g) {
-    autograd::accumulate_grad(x, g.contiguous().view(in_shape), false);
+    autograd::accumulate_grad(x, g.contiguous().view(in_shape));
   });
   return out;
 }

@@ -110,12 +110,7 @@ inline Tensor stack_batches(const std::vector<Tensor>& parts) {
 /// Reconstruction loss: mean over the batch and spatial positions of the channel sum of
 /// |pred - target|^p, or of (pred - target)^2 * w^2 with Fisher weights w (official fisher_diag).
 inline Tensor reconstruction_loss(const Tensor& pred, const Tensor& target, const Tensor& fisher, float p) {
-  check(pred.shape() == target.shape(), "reconstruction loss: prediction ", pred.shape(),
-        " and target ", target.shape(), " differ");
-  const float norm = 1.0f / static_cast<float>(pred.numel() / (pred.ndim() > 1 ? pred.dim(1) : 1));
-  Tensor d = sub(pred, target);
-  if (fisher.defined()) return mul(sum(mul(square(d), square(fisher))), norm);
-  return mul(sum(p == 2.0f ? square(d) : pow(abs(d), p)), norm);
+  return fisher.defined() ? lp_loss(pred, target, 2.0f, fisher) : lp_loss(pred, target, p);
 }
 
 template <typename Granularity>

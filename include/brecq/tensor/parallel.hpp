@@ -11,6 +11,8 @@ namespace brecq {
 inline int num_threads() { return omp_get_max_threads(); }
 inline void set_num_threads(int n) { omp_set_num_threads(n < 1 ? 1 : n); }
 inline int thread_index() { return omp_get_thread_num(); }
+/// True inside a parallel region (where parallel_for runs serially).
+inline bool in_parallel() { return omp_in_parallel() != 0; }
 
 /// Calls f(b, e) on disjoint sub-ranges covering [begin, end), in parallel when the range holds
 /// at least two grains of work. f must be safe to run concurrently on disjoint ranges.

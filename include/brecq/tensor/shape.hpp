@@ -26,7 +26,7 @@ class Shape {
   int64_t& operator[](int64_t i) { return dims_[static_cast<size_t>(wrap(i))]; }
   int64_t wrap(int64_t i) const {
     int64_t n = ndim();
-    check(i >= -n && i < n, "dimension index ", i, " out of range for shape ", str());
+    check(i >= -n && i < n, "dimension index ", i, " out of range for shape ", *this);
     return i < 0 ? i + n : i;
   }
   const std::vector<int64_t>& dims() const { return dims_; }
@@ -54,7 +54,8 @@ class Shape {
 
  private:
   void validate() const {
-    for (int64_t d : dims_) check(d >= 0, "shape ", str(), " has a negative dimension");
+    for (int64_t d : dims_)
+      if (d < 0) fail("shape ", str(), " has a negative dimension");
   }
   std::vector<int64_t> dims_;
 };

@@ -253,4 +253,10 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+/// The tensor's shape, or "[]" for an undefined tensor; cheap to pass to check() messages.
+inline const Shape& shape_of(const Tensor& t) {
+  static const Shape none;
+  return t.defined() ? t.shape() : none;
+}
+
 }  // namespace brecq

@@ -1,0 +1,414 @@
+#pragma once
+// SIMD SGEMM with the contract of ref::sgemm: C = alpha * op(A) * op(B) + beta * C, row-major.
+//
+// Structure (Goto/BLIS): for each kNC-wide column block of op(B) and kKC-deep slice of K, op(B) is
+// packed into kNR-wide micro-panels; for each kMC-high row block, op(A) is packed into kMR-high
+// micro-panels; a register-tile micro-kernel (kMR x kNR accumulators, xsimd FMAs) then sweeps the
+// block, reusing one B micro-panel from L1 across all A micro-panels (which stream from L2).
+// Edges are zero-padded in the packed panels; partial tiles use a narrower kernel instance and a
+// scalar copy-out, so any M, N, K works. Threads split C into disjoint rectangles (and K, for
+// small C with a long K). A * B^T with a skinny side uses dot-product tiles instead (no packing).
+#include <xsimd/xsimd.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <utility>
+
+#include "brecq/kernels/params.hpp"
+#include "brecq/kernels/workspace.hpp"
+#include "brecq/tensor/parallel.hpp"
+
+namespace brecq::kernels::simd {
+
+namespace detail {
+
+using Vec = xsimd::batch<float>;
+inline constexpr int kVec = static_cast<int>(Vec::size);
+inline constexpr int kMR = 8;           // rows of C per register tile
+inline constexpr int kNV = 2;           // SIMD vectors per register-tile row
+inline constexpr int kNR = kNV * kVec;  // columns of C per register tile
+inline constexpr int64_t kKC = 256;     // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
+inline constexpr int64_t kMC = 192;     // rows of a packed A block (kMC x kKC in L2)
+inline constexpr int64_t kNC = 1024;    // columns of a packed B block (kKC x kNC in L2)
+
+inline constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/// A strided matrix operand: element (r, c) is p[r * rs + c * cs].
+struct Operand {
+  const float* p;
+  int64_t rs, cs;
+  const float* at(int64_t r, int64_t c) const { return p + r * rs + c * cs; }
+};
+
+/// Packs an n x kc operand (element (x, k) at src[x * sx + k * sk]) into W-wide panels:
+/// dst[(x / W) * kc * W + k * W + x % W], zero-filling x up to a multiple of W. Used for both
+/// op(A) (x = row of C, W = kMR) and op(B) (x = column of C, W = kNR), either transpose.
+template <int W>
+inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int64_t kc,
+                        float* dst) {
+  for (int64_t x0 = 0; x0 < n; x0 += W, dst += kc * W) {
+    const int64_t w = std::min<int64_t>(W, n - x0);
+    const float* s = src + x0 * sx;
+    if (sx == 1 && w == W && W % kVec == 0) {
+      // Contiguous along x: each k is W consecutive floats.  dst panel: [kc][W]
+      for (int64_t k = 0; k < kc; ++k)
+        for (int v = 0; v < W; v += kVec)
+          Vec::load_unaligned(s + k * sk + v).store_aligned(dst + k * W + v);
+    } else if (sk == 1) {
+      // Contiguous along k (transposed operand): transpose kVec-deep strips so that each source
+      // row is read in short contiguous runs while the written lines stay in L1.
+      for (int64_t k0 = 0; k0 < kc; k0 += kVec) {
+        const int64_t kb = std::min<int64_t>(kVec, kc - k0);
+        for (int64_t x = 0; x < w; ++x)
+          for (int64_t k = 0; k < kb; ++k) dst[(k0 + k) * W + x] = s[x * sx + k0 + k];
+        for (int64_t x = w; x < W; ++x)
+          for (int64_t k = 0; k < kb; ++k) dst[(k0 + k) * W + x] = 0.0f;
+      }
+    } else {
+      for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t x = 0; x < w; ++x) dst[k * W + x] = s[x * sx + k * sk];
+        for (int64_t x = w; x < W; ++x) dst[k * W + x] = 0.0f;
+      }
+    }
+  }
+}
+
+/// C[0:M, 0:n] = alpha * A * Bp + beta * C for one register tile. A is either a kMR-high packed
+/// micro-panel a (InPlace false: A(i, k) = a[k * kMR + i]) or M row pointers (InPlace true:
+/// A(i, k) = rows[i][k]); only its first M rows are used. Bp is a kNR-wide packed B micro-panel
+/// (first NV vectors used), n <= NV * kVec the valid columns. beta == 0 never reads C.
+template <int M, int NV, bool InPlace>
+inline void micro_tile(int64_t kc, const float* a, const float* const* rows, const float* b,
+                       float* c, int64_t ldc, float alpha, float beta, int64_t n) {
+  Vec acc[M][NV];
+  for (int i = 0; i < M; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = Vec(0.0f);
+  for (int64_t k = 0; k < kc; ++k, b += kNR) {
+    Vec bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = Vec::load_aligned(b + v * kVec);
+    for (int i = 0; i < M; ++i) {
+      const Vec ai(InPlace ? rows[i][k] : a[k * kMR + i]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
+    }
+  }
+  const Vec va(alpha), vb(beta);
+  if (n == NV * kVec) {
+    for (int i = 0; i < M; ++i)
+      for (int v = 0; v < NV; ++v) {
+        float* ci = c + i * ldc + v * kVec;
+        Vec r = acc[i][v] * va;
+        if (beta != 0.0f) r = xsimd::fma(vb, Vec::load_unaligned(ci), r);
+        r.store_unaligned(ci);
+      }
+    return;
+  }
+  alignas(64) float tile[M][NV * kVec];  // partial tile: spill, then copy the valid columns
+  for (int i = 0; i < M; ++i)
+    for (int v = 0; v < NV; ++v) (acc[i][v] * va).store_aligned(&tile[i][v * kVec]);
+  for (int i = 0; i < M; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      c[i * ldc + j] = beta != 0.0f ? tile[i][j] + beta * c[i * ldc + j] : tile[i][j];
+}
+
+using TileFn = void (*)(int64_t, const float*, const float* const*, const float*, float*, int64_t,
+                        float, float, int64_t);
+
+template <bool InPlace, int... Ms, int... Vs>
+constexpr auto make_tile_table(std::integer_sequence<int, Ms...>, std::integer_sequence<int, Vs...>) {
+  // table[m - 1][nv - 1] computes an m-row, nv-vector tile.
+  std::array<std::array<TileFn, sizeof...(Vs)>, sizeof...(Ms)> t{};
+  ([&]<int M>() { ((t[M][Vs] = &micro_tile<M + 1, Vs + 1, InPlace>), ...); }.template operator()<Ms>(),
+   ...);
+  return t;
+}
+
+inline constexpr auto kPackedTiles = make_tile_table<false>(std::make_integer_sequence<int, kMR>{},
+                                                            std::make_integer_sequence<int, kNV>{});
+inline constexpr auto kInPlaceTiles = make_tile_table<true>(std::make_integer_sequence<int, kMR>{},
+                                                            std::make_integer_sequence<int, kNV>{});
+
+// ---- Operand sources. Coordinates are absolute within op(A) (M x K) and op(B) (K x N). -------
+// An A source either packs: in_place() false and pack(i0, mc, k0, kc, dst) writes
+// op(A)[i0:i0+mc, k0:k0+kc] as kMR-high micro-panels dst: [mc/kMR][kc][kMR]; or is read in place:
+// in_place() true and row(i) points at op(A)(i, 0), contiguous along k (rows need not be evenly
+// spaced). A B source packs: pack(k0, kc, j0, n, dst) writes op(B)[k0:k0+kc, j0:j0+n] (n <= kNR)
+// as one micro-panel dst: [kc][kNR], zero-filling columns n..kNR. conv supplies sources that read
+// im2col rows and columns straight from the image.
+
+/// op(A) from a strided matrix, packed, or read in place when asked and contiguous along k.
+struct MatrixA {
+  Operand a;
+  bool read_in_place = false;
+  bool in_place() const { return read_in_place && a.cs == 1; }
+  const float* row(int64_t i) const { return a.at(i, 0); }
+  void pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) const {
+    pack_panels<kMR>(a.at(i0, k0), a.rs, a.cs, mc, kc, dst);  // op(A)[i0:+mc, k0:+kc] -> [mc/kMR][kc][kMR]
+  }
+};
+
+/// op(B) from a strided matrix.
+struct MatrixB {
+  Operand b;
+  void operator()(int64_t k0, int64_t kc, int64_t j0, int64_t n, float* dst) const {
+    pack_panels<kNR>(b.at(k0, j0), b.cs, b.rs, n, kc, dst);  // op(B)[k0:+kc, j0:+n] -> [kc][kNR]
+  }
+};
+
+/// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a packed kc x nc B block pb
+/// into C (mc x nc). A comes packed in pa, or in place from a_src. If pack_b is given, each B
+/// micro-panel (columns from j0) is first packed into pb just before its use, so that the first
+/// pass over a B block finds its panel in L1.
+template <class ASrc, class PackB>
+inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, const float* pa,
+                         int64_t i0, float* pb, const PackB* pack_b, int64_t k0, int64_t j0,
+                         float* c, int64_t ldc, float alpha, float beta) {
+  const bool in_place = a_src.in_place();
+  const float* rows[kMR] = {};
+  for (int64_t j = 0; j < nc; j += kNR) {
+    const int64_t n = std::min<int64_t>(kNR, nc - j);
+    const int64_t nv = (n + kVec - 1) / kVec;
+    if (pack_b) (*pack_b)(k0, kc, j0 + j, n, pb + j * kc);  // -> pb panel j / kNR: [kc][kNR]
+    for (int64_t i = 0; i < mc; i += kMR) {
+      const int64_t m = std::min<int64_t>(kMR, mc - i);
+      if (in_place) {
+        for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
+        kInPlaceTiles[m - 1][nv - 1](kc, nullptr, rows, pb + j * kc, c + i * ldc + j, ldc, alpha, beta, n);
+      } else {
+        kPackedTiles[m - 1][nv - 1](kc, pa + i * kc, nullptr, pb + j * kc, c + i * ldc + j, ldc, alpha,
+                                    beta, n);
+      }
+    }
+  }
+}
+
+/// Single-threaded blocked GEMM of the block rows [m0, m0 + M) x columns [n0, n0 + N) x depth
+/// [k0, k0 + K) of op(A) * op(B), into c (its top-left element).
+template <class ASrc, class PackB>
+inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, const PackB& pack_b,
+                        int64_t m0, int64_t n0, int64_t k0, float* c, int64_t ldc, float alpha,
+                        float beta) {
+  const int64_t kc_max = std::min(K, kKC);
+  float* pb = workspace(Scratch::gemm_b, static_cast<size_t>(kc_max * round_up(std::min(N, kNC), kNR)));
+  float* pa = a_src.in_place()
+                  ? nullptr
+                  : workspace(Scratch::gemm_a, static_cast<size_t>(kc_max * round_up(std::min(M, kMC), kMR)));
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t nc = std::min(kNC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc);
+      const float beta_pc = pc == 0 ? beta : 1.0f;
+      for (int64_t ic = 0; ic < M; ic += kMC) {
+        const int64_t mc = std::min(kMC, M - ic);
+        // op(A)[ic:ic+mc, pc:pc+kc] -> pa: [mc/kMR][kc][kMR] (unless read in place)
+        if (pa) a_src.pack(m0 + ic, mc, k0 + pc, kc, pa);
+        // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
+        macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, ic == 0 ? &pack_b : nullptr, k0 + pc,
+                     n0 + jc, c + ic * ldc + jc, ldc, alpha, beta_pc);
+      }
+    }
+  }
+}
+
+// ---- A * B^T with both operands contiguous along K: dot-product tiles, no packing. ----------
+// When op(A) rows and op(B) columns are both contiguous along K, packing them for the broadcast
+// kernel would be a transpose costing about as much as the multiply for skinny shapes (e.g. the
+// weight gradient dW = dY * col^T). Instead a kDM x kDN tile of C keeps one SIMD accumulator per
+// element, streams kVec-wide slices of K from kDM rows of A and kDN rows of B, and reduces the
+// accumulators horizontally once per kKCDot slice.
+inline constexpr int kDM = 4;           // rows of A per dot tile
+inline constexpr int kDN = 6;           // rows of B (columns of C) per dot tile
+inline constexpr int64_t kKCDot = 2048;  // K slice between horizontal reductions
+
+/// Loads n < kVec floats from p, zero-filling the rest of the vector.
+inline Vec load_partial(const float* p, int64_t n) {
+  alignas(64) float tmp[kVec] = {};
+  for (int64_t i = 0; i < n; ++i) tmp[i] = p[i];
+  return Vec::load_aligned(tmp);
+}
+
+/// C[0:M, 0:N] = alpha * A[0:M, 0:K] * B[0:N, 0:K]^T + beta * C (A, B rows contiguous in K).
+template <int M, int N>
+inline void dot_tile(int64_t K, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                     int64_t ldc, float alpha, float beta) {
+  Vec acc[M][N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) acc[i][j] = Vec(0.0f);
+  const auto step = [&](int64_t k, auto load) {
+    Vec av[M];
+    for (int i = 0; i < M; ++i) av[i] = load(a + i * lda + k);
+    for (int j = 0; j < N; ++j) {
+      const Vec bj = load(b + j * ldb + k);
+      for (int i = 0; i < M; ++i) acc[i][j] = xsimd::fma(av[i], bj, acc[i][j]);
+    }
+  };
+  int64_t k = 0;
+  for (; k + kVec <= K; k += kVec) step(k, [](const float* p) { return Vec::load_unaligned(p); });
+  if (k < K) step(k, [rem = K - k](const float* p) { return load_partial(p, rem); });
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float& cij = c[i * ldc + j];
+      const float r = alpha * xsimd::hadd(acc[i][j]);
+      cij = beta != 0.0f ? r + beta * cij : r;
+    }
+}
+
+using DotFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, float,
+                       float);
+
+template <int... Ms, int... Ns>
+constexpr auto make_dot_table(std::integer_sequence<int, Ms...>, std::integer_sequence<int, Ns...>) {
+  // table[m - 1][n - 1] computes an m x n tile.
+  std::array<std::array<DotFn, sizeof...(Ns)>, sizeof...(Ms)> t{};
+  ([&]<int M>() { ((t[M][Ns] = &dot_tile<M + 1, Ns + 1>), ...); }.template operator()<Ms>(), ...);
+  return t;
+}
+
+inline constexpr auto kDotTiles =
+    make_dot_table(std::make_integer_sequence<int, kDM>{}, std::make_integer_sequence<int, kDN>{});
+
+/// Single-threaded C = alpha * A * B^T + beta * C over M x N x K; a(i, k) and b(k, j) must be
+/// contiguous along k (a.cs == 1, b.rs == 1).
+inline void dot_serial(int64_t M, int64_t N, int64_t K, Operand a, Operand b, float* c, int64_t ldc,
+                       float alpha, float beta) {
+  for (int64_t pc = 0; pc < K; pc += kKCDot) {
+    const int64_t kc = std::min(kKCDot, K - pc);
+    const float beta_pc = pc == 0 ? beta : 1.0f;
+    for (int64_t j = 0; j < N; j += kDN) {  // kDN rows of B stay in L1 across the i loop
+      const int64_t n = std::min<int64_t>(kDN, N - j);
+      for (int64_t i = 0; i < M; i += kDM) {
+        const int64_t m = std::min<int64_t>(kDM, M - i);
+        kDotTiles[m - 1][n - 1](kc, a.at(i, pc), a.rs, b.at(pc, j), b.cs, c + i * ldc + j, ldc,
+                                alpha, beta_pc);
+      }
+    }
+  }
+}
+
+/// Whether to multiply by dot tiles rather than packed panels: only for A * B^T with a very skinny
+/// side, where the transposing packs cost more than the multiply (measured on Zen 5: dot tiles win
+/// for M = 16, e.g. 98 vs 78 GFLOP/s at 16 x 144 x 1024 on one core, and lose from M = 32 on).
+inline bool use_dot(int64_t M, int64_t N, Operand a, Operand b) {
+  return a.cs == 1 && b.rs == 1 && std::min(M, N) <= 16;
+}
+
+/// C = beta * C over an M x N block (beta == 0 writes zeros without reading C).
+inline void scale_c(int64_t M, int64_t N, float* c, int64_t ldc, float beta) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+}
+
+/// How sgemm splits its work among threads: C into a tm x tn grid of whole-tile rectangles and K
+/// into tk slices (slices after the first write partial sums that are added to C afterwards).
+struct ThreadGrid {
+  int tm = 1, tn = 1, tk = 1;
+};
+
+/// Picks the grid with the least estimated per-thread time, in rough cycles: FMAs (kVec lanes on
+/// two pipes), packing (about half a cycle per element), and the serial reduction of K slices.
+inline ThreadGrid thread_grid(int64_t M, int64_t N, int64_t K, int threads, bool dot) {
+  const int64_t mr = dot ? kDM : kMR, nr = dot ? kDN : kNR;
+  const int64_t mt = (M + mr - 1) / mr, nt = (N + nr - 1) / nr;
+  ThreadGrid best;
+  double best_cost = -1.0;
+  for (int tm = 1; tm <= threads; ++tm)
+    for (int tn = 1; tm * tn <= threads; ++tn) {
+      if (threads % (tm * tn) != 0) continue;
+      const int tk = threads / (tm * tn);
+      if (tm > mt || tn > nt || tk > K) continue;
+      const double m = static_cast<double>((mt + tm - 1) / tm * mr);
+      const double n = static_cast<double>((nt + tn - 1) / tn * nr);
+      const double k = static_cast<double>((K + tk - 1) / tk);
+      const double work = m * n * k / (2.0 * kVec);
+      const double pack = dot ? 0.0 : 0.5 * k * (m + n);
+      const double reduce = static_cast<double>(M) * static_cast<double>(N) * (tk - 1);
+      const double cost = work + pack + reduce;
+      if (best_cost < 0.0 || cost < best_cost) best = {tm, tn, tk}, best_cost = cost;
+    }
+  return best;
+}
+
+/// Runs body(m0, m1, n0, n1, k0, k1, c, ldc, beta) over the blocks of an M x N x K product on a
+/// thread grid (or once, on the whole, when the product is small or we already are in a parallel
+/// region). Blocks of K slices after the first write into partial buffers with beta = 0, which are
+/// then added to C. mr x nr is the register tile, used to align the split and estimate its cost.
+template <class Body>
+inline void run_threads(int64_t M, int64_t N, int64_t K, bool dot, float* C, int64_t ldc,
+                        float beta, Body&& body) {
+  // Below ~0.5 MFLOP a fork/join costs more than it saves.
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  const int threads = flops < 5e5 || in_parallel() ? 1 : num_threads();
+  if (threads <= 1) {
+    body(0, M, 0, N, 0, K, C, ldc, beta);
+    return;
+  }
+  const ThreadGrid g = thread_grid(M, N, K, threads, dot);
+  const int64_t mr = dot ? kDM : kMR, nr = dot ? kDN : kNR;
+  const int64_t mt = (M + mr - 1) / mr, nt = (N + nr - 1) / nr;
+  // K slices 1..tk-1 accumulate into partial[tk - 1][M][N], summed into C below.
+  float* partial = g.tk > 1 ? workspace(Scratch::gemm_c, static_cast<size_t>((g.tk - 1) * M * N)) : nullptr;
+  parallel_for(0, g.tm * g.tn * g.tk, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ti = t / (g.tn * g.tk), tj = t / g.tk % g.tn, tk = t % g.tk;
+      const int64_t m0 = std::min(M, mt * ti / g.tm * mr), m1 = std::min(M, mt * (ti + 1) / g.tm * mr);
+      const int64_t n0 = std::min(N, nt * tj / g.tn * nr), n1 = std::min(N, nt * (tj + 1) / g.tn * nr);
+      const int64_t k0 = K * tk / g.tk, k1 = K * (tk + 1) / g.tk;
+      if (m0 >= m1 || n0 >= n1 || k0 >= k1) continue;
+      if (tk == 0) {
+        body(m0, m1, n0, n1, k0, k1, C + m0 * ldc + n0, ldc, beta);
+      } else {
+        body(m0, m1, n0, n1, k0, k1, partial + ((tk - 1) * M + m0) * N + n0, N, 0.0f);
+      }
+    }
+  });
+  for (int64_t s = 0; s + 1 < g.tk; ++s)  // C += partial[s]
+    for (int64_t i = 0; i < M; ++i) {
+      float* ci = C + i * ldc;
+      const float* pi = partial + (s * M + i) * N;
+      int64_t j = 0;
+      for (; j + kVec <= N; j += kVec) (Vec::load_unaligned(ci + j) + Vec::load_unaligned(pi + j)).store_unaligned(ci + j);
+      for (; j < N; ++j) ci[j] += pi[j];
+    }
+}
+
+/// C = alpha * op(A) * op(B) + beta * C through the register-tile kernel, op(A) (M x K) and op(B)
+/// (K x N) coming from the sources a_src and pack_b (see MatrixA, MatrixB); threads as in
+/// run_threads. K > 0 and alpha != 0.
+template <class ASrc, class PackB>
+inline void gemm_packed(int64_t M, int64_t N, int64_t K, const ASrc& a_src, const PackB& pack_b,
+                        float* C, int64_t ldc, float alpha, float beta) {
+  run_threads(M, N, K, false, C, ldc, beta,
+              [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* c,
+                  int64_t ldc_c, float beta_c) {
+                gemm_serial(m1 - m0, n1 - n0, k1 - k0, a_src, pack_b, m0, n0, k0, c, ldc_c, alpha, beta_c);
+              });
+}
+
+}  // namespace detail
+
+/// C = alpha * op(A) * op(B) + beta * C; op(A) is M x K, op(B) is K x N, all row-major.
+inline void sgemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
+                  int64_t ldb, float* C, int64_t ldc, const GemmParams& p = {}) {
+  using namespace detail;
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0 || p.alpha == 0.0f) {
+    scale_c(M, N, C, ldc, p.beta);
+    return;
+  }
+  const Operand a = p.trans_a ? Operand{A, 1, lda} : Operand{A, lda, 1};  // op(A)(i, k)
+  const Operand b = p.trans_b ? Operand{B, 1, ldb} : Operand{B, ldb, 1};  // op(B)(k, j)
+  if (!use_dot(M, N, a, b)) {
+    // A row-major A is read in place (no pack), except when its rows are 4 KiB-aligned (they
+    // would contend for the same L1 sets) and it is reused across many B panels.
+    const bool in_place = a.rs % 1024 != 0 || N <= 2 * kNR;
+    return gemm_packed(M, N, K, MatrixA{a, in_place}, MatrixB{b}, C, ldc, p.alpha, p.beta);
+  }
+  run_threads(M, N, K, true, C, ldc, p.beta,
+              [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* c,
+                  int64_t ldc_c, float beta_c) {
+                dot_serial(m1 - m0, n1 - n0, k1 - k0, Operand{a.at(m0, k0), a.rs, a.cs},
+                           Operand{b.at(k0, n0), b.rs, b.cs}, c, ldc_c, p.alpha, beta_c);
+              });
+}
+
+}  // namespace brecq::kernels::simd

@@ -1,0 +1,180 @@
+// brecq eval: top-1 / top-5 accuracy of a model with weights from a safetensors file on a folder
+// of labelled images.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "args.hpp"
+#include "brecq/io/dataset.hpp"
+#include "brecq/nn/evaluate.hpp"
+#include "brecq/nn/load.hpp"
+#include "brecq/nn/models.hpp"
+#include "brecq/quant/serialize.hpp"
+
+namespace {
+
+using namespace brecq;
+
+/// A flat folder of images listed in <dir>/labels.txt, one "<class index> <file name>" per line
+/// (the layout of ../shared/data/imagenet-sample).
+class LabelListDataset {
+ public:
+  LabelListDataset(const std::string& dir, ImagePreprocess preprocess) : preprocess_(preprocess) {
+    const std::string list = dir + "/labels.txt";
+    std::ifstream f(list);
+    check(f.is_open(), "cannot open '", list, "'");
+    std::string line;
+    for (int line_no = 1; std::getline(f, line); ++line_no) {
+      if (line.empty() || line[0] == '#') continue;
+      std::istringstream ls(line);
+      int label = -1;
+      std::string file;
+      ls >> label >> file;
+      check(!ls.fail() && label >= 0, "'", list, "' line ", line_no,
+            ": expected '<class index> <file>', got '", line, "'");
+      paths_.push_back(dir + "/" + file);
+      labels_.push_back(label);
+    }
+    check(!paths_.empty(), "'", list, "' lists no images");
+  }
+  int64_t size() const { return static_cast<int64_t>(paths_.size()); }
+  int max_label() const { return *std::max_element(labels_.begin(), labels_.end()); }
+  std::pair<Tensor, int> get(int64_t i) const {
+    const auto k = static_cast<size_t>(i);
+    return {preprocess_image(read_image(paths_[k]), preprocess_), labels_[k]};
+  }
+
+ private:
+  ImagePreprocess preprocess_;
+  std::vector<std::string> paths_;
+  std::vector<int> labels_;
+};
+
+int run(const std::vector<std::string>& argv) {
+  cli::Args args(
+      "eval",
+      "Top-1 and top-5 accuracy of a model on labelled images. DIR is an ImageFolder\n"
+      "(DIR/<class>/<image>, labels = sorted class folders) or a flat folder with a labels.txt\n"
+      "of '<class index> <file>' lines. Models: " +
+          nn::model_names_list() + ".",
+      {{.name = "--model", .value_name = "MODEL", .help = "architecture (with --weights)"},
+       {.name = "--weights", .value_name = "FILE", .help = "safetensors file with the model's state dict"},
+       {.name = "--quantized", .value_name = "FILE",
+        .help = "a quantized model written by `brecq quantize` (instead of --model/--weights)"},
+       {.name = "--data", .value_name = "DIR", .help = "image folder", .required = true},
+       {.name = "--batch",
+        .value_name = "N",
+        .help = "images per forward pass",
+        .default_value = "100"},
+       {.name = "--limit",
+        .value_name = "N",
+        .help = "evaluate only the first N images (0 = all)",
+        .default_value = "0"},
+       {.name = "--preprocess",
+        .value_name = "imagenet|cifar|auto",
+        .help = "input preset; auto = the model's own (cifar for *_cifar models)",
+        .default_value = "auto"},
+       {.name = "--num-classes",
+        .value_name = "N",
+        .help = "classifier outputs (default: read from the weights file)"},
+       {.name = "--json", .help = "print one JSON object instead of text"}});
+  if (!args.parse(argv)) return 0;
+
+  const bool quantized = args.has("--quantized");
+  if (quantized && (args.has("--model") || args.has("--weights") || args.has("--num-classes")))
+    args.fail("flag --quantized replaces --model, --weights and --num-classes; got both");
+  if (!quantized && !(args.has("--model") && args.has("--weights")))
+    args.fail("expected --model MODEL and --weights FILE, or --quantized FILE");
+  const std::string weights = args.get_file(quantized ? "--quantized" : "--weights");
+  const std::string data = args.get_dir("--data");
+  const int64_t batch = args.get_int("--batch", 1);
+  const int64_t limit = args.get_int("--limit", 0);
+  std::optional<quant::QuantModel> qm;
+  nn::Model model;
+  if (quantized) {
+    qm.emplace(quant::load_quantized(weights));
+    model = qm->model;
+  } else {
+    const std::string name = args.get_choice("--model", nn::model_names());
+    const SafetensorsFile file(weights);
+    int64_t classes = 0;
+    if (args.has("--num-classes")) {
+      classes = args.get_int("--num-classes", 1);
+    } else {
+      const std::string head = nn::make_model(name).blocks.back().layers.at(0).name + ".weight";
+      check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head,
+            "' for ", name, " (is it the right --model?)");
+      classes = file.info(head).shape.at(0);
+    }
+    model = nn::make_model(name, {.num_classes = classes});
+    nn::load_weights(model, file);
+  }
+  const std::string model_name = model.arch;
+  const int64_t num_classes = model.num_classes;
+  std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
+  const nn::ModelInfo& info = nn::model_info(model_name);
+  if (preprocess == "auto") preprocess = std::string(info.preprocess);
+  const ImagePreprocess pre =
+      preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
+
+  // The forward passes alone, timed apart from decoding.
+  double forward_seconds = 0;
+  const nn::ForwardFn forward = [&](const Tensor& x) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Tensor y = qm ? qm->forward(x) : model.forward(x);
+    forward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return y;
+  };
+  const nn::EvaluateParams eval_params{.batch = batch, .limit = limit};
+  nn::Accuracy acc;
+  std::string layout;
+  if (std::filesystem::exists(data + "/labels.txt")) {
+    const LabelListDataset ds(data, pre);
+    check(ds.max_label() < num_classes, "'", data, "/labels.txt' has class index ", ds.max_label(),
+          " but ", model_name, " has only ", num_classes, " outputs");
+    layout = "labels.txt";
+    acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
+  } else {
+    const ImageFolder ds(data, pre);
+    const auto classes = static_cast<int64_t>(ds.classes().size());
+    check(classes <= num_classes, "--data folder '", data, "' has ", classes, " classes but ",
+          model_name, " has only ", num_classes, " outputs");
+    layout = std::to_string(classes) + " class folders";
+    acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
+  }
+  check(acc.images > 0, "--data folder '", data, "' gave no images");
+
+  const double top1 = acc.top1_percent(), top5 = acc.top5_percent();
+  if (args.has("--json")) {
+    std::printf(
+        "{\"model\": %s, \"weights\": %s, \"data\": %s, \"preprocess\": %s, \"num_classes\": %lld, "
+        "\"images\": %lld, \"top1\": %.2f, \"top5\": %.2f, \"top1_correct\": %lld, "
+        "\"top5_correct\": %lld, \"seconds\": %.3f, \"forward_seconds\": %.3f}\n",
+        cli::json_quote(model_name).c_str(), cli::json_quote(weights).c_str(),
+        cli::json_quote(data).c_str(), cli::json_quote(preprocess).c_str(),
+        static_cast<long long>(num_classes), static_cast<long long>(acc.images), top1, top5,
+        static_cast<long long>(acc.top1), static_cast<long long>(acc.top5), acc.seconds,
+        forward_seconds);
+  } else {
+    std::printf("model       %s (%lld classes), weights %s\n", model_name.c_str(),
+                static_cast<long long>(num_classes), weights.c_str());
+    std::printf("data        %s (%s, preprocess %s)\n", data.c_str(), layout.c_str(),
+                preprocess.c_str());
+    std::printf("images      %lld\n", static_cast<long long>(acc.images));
+    std::printf("top-1       %.2f %% (%lld correct)\n", top1, static_cast<long long>(acc.top1));
+    std::printf("top-5       %.2f %% (%lld correct)\n", top5, static_cast<long long>(acc.top5));
+    std::printf("time        %.2f s (%.0f images/s; forward passes %.2f s)\n", acc.seconds,
+                static_cast<double>(acc.images) / acc.seconds, forward_seconds);
+  }
+  return 0;
+}
+
+[[maybe_unused]] const bool registered = cli::register_subcommand(
+    {"eval", "top-1 / top-5 accuracy of an FP or quantized model on an image folder", run});
+
+}  // namespace

@@ -1,0 +1,164 @@
+// brecq quantize: BRECQ post-training quantization of a model with safetensors weights on a folder
+// of calibration images; writes the quantized model (integer weight levels, quantizer parameters)
+// to a safetensors file that `brecq eval --quantized` reads.
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "args.hpp"
+#include "brecq/io/dataset.hpp"
+#include "brecq/nn/evaluate.hpp"
+#include "brecq/nn/load.hpp"
+#include "brecq/nn/models.hpp"
+#include "brecq/quant/brecq.hpp"
+
+namespace {
+
+using namespace brecq;
+
+int run(const std::vector<std::string>& argv) {
+  quant::ReconstructionSettings d;  // official defaults shown in the usage
+  cli::Args args(
+      "quantize",
+      "BRECQ post-training quantization (Li et al., ICLR 2021): AdaRound weight rounding and\n"
+      "learned activation steps, reconstructed unit by unit. Defaults are the official code's.\n"
+      "A checkpoint OUT.ckpt is written after every unit; rerunning the same command resumes.\n"
+      "Models: " + nn::model_names_list() + ".",
+      {{.name = "--model", .value_name = "MODEL", .help = "architecture", .required = true},
+       {.name = "--weights", .value_name = "FILE", .help = "FP safetensors weights", .required = true},
+       {.name = "--calib", .value_name = "DIR", .help = "calibration image folder", .required = true},
+       {.name = "--out", .value_name = "FILE", .help = "quantized model output (safetensors)", .required = true},
+       {.name = "--w-bits", .value_name = "N", .help = "weight bits, 2..8", .default_value = "4"},
+       {.name = "--a-bits", .value_name = "N", .help = "activation bits, 2..8, or 0 for weight-only",
+        .default_value = "0"},
+       {.name = "--first-last-bits", .value_name = "N", .help = "bits of the first conv and last FC",
+        .default_value = "8"},
+       {.name = "--granularity", .value_name = "layer|block|stage|network", .help = "reconstruction unit",
+        .default_value = "block"},
+       {.name = "--loss", .value_name = "mse|fisher", .help = "reconstruction loss", .default_value = "mse"},
+       {.name = "--iters-w", .value_name = "N", .help = "AdaRound iterations per unit",
+        .default_value = std::to_string(d.iters_w)},
+       {.name = "--iters-a", .value_name = "N", .help = "activation-step iterations per unit",
+        .default_value = std::to_string(d.iters_a)},
+       {.name = "--batch", .value_name = "N", .help = "reconstruction batch size", .default_value = "32"},
+       {.name = "--calib-size", .value_name = "N", .help = "calibration images", .default_value = "1024"},
+       {.name = "--lambda", .value_name = "X", .help = "rounding regulariser weight (0.1 for MobileNetV2)",
+        .default_value = "0.01"},
+       {.name = "--qdrop", .value_name = "P", .help = "QDrop probability in the activation pass (0 = off)",
+        .default_value = "0"},
+       {.name = "--act-input", .value_name = "fp|quantized",
+        .help = "activation pass unit input from the FP (official) or the quantized model",
+        .default_value = "fp"},
+       {.name = "--seed", .value_name = "N", .help = "random seed", .default_value = "1029"},
+       {.name = "--preprocess", .value_name = "imagenet|cifar|auto", .help = "input preset",
+        .default_value = "auto"},
+       {.name = "--data", .value_name = "DIR", .help = "evaluate FP, nearest rounding and the result here"},
+       {.name = "--no-progress", .help = "no progress bars"}});
+  if (!args.parse(argv)) return 0;
+
+  const std::string model_name = args.get_choice("--model", nn::model_names());
+  const std::string weights = args.get_file("--weights");
+  const std::string calib_dir = args.get_dir("--calib");
+  const std::string out = args.get("--out");
+  const auto out_dir = std::filesystem::absolute(out).parent_path();
+  if (!std::filesystem::is_directory(out_dir))
+    args.fail("flag --out expects a file in an existing folder, got '" + out + "' (no folder " +
+              out_dir.string() + ")");
+  quant::QuantSettings qs{.w_bits = static_cast<int>(args.get_int("--w-bits", 2, 8)),
+                          .a_bits = static_cast<int>(args.get_int("--a-bits", 0, 8)),
+                          .first_last_bits = static_cast<int>(args.get_int("--first-last-bits", 2, 8))};
+  if (qs.a_bits == 1) args.fail("flag --a-bits expects 0 or an integer in [2, 8], got '1'");
+  const std::string granularity = args.get_choice("--granularity", {"layer", "block", "stage", "network"});
+  quant::ReconstructionSettings s;
+  s.loss = quant::parse_recon_loss(args.get_choice("--loss", {"mse", "fisher"}));
+  s.iters_w = args.get_int("--iters-w", 0);
+  s.iters_a = args.get_int("--iters-a", 0);
+  s.batch = args.get_int("--batch", 1);
+  s.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
+  s.act_input_quantized = args.get_choice("--act-input", {"fp", "quantized"}) == "quantized";
+  s.progress = !args.has("--no-progress");
+  auto get_float = [&](const std::string& flag, float lo, float hi) {
+    const std::string v = args.get(flag);
+    try {
+      size_t used = 0;
+      const float x = std::stof(v, &used);
+      if (used == v.size() && x >= lo && x <= hi) return x;
+    } catch (const std::exception&) {
+    }
+    args.fail("flag " + flag + " expects a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+              "], got '" + v + "'");
+  };
+  s.lambda = get_float("--lambda", 0.0f, 1e3f);
+  s.qdrop = get_float("--qdrop", 0.0f, 0.99f);
+  const int64_t calib_size = args.get_int("--calib-size", 1);
+  std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
+  const nn::ModelInfo& info = nn::model_info(model_name);
+  if (preprocess == "auto") preprocess = std::string(info.preprocess);
+  const ImagePreprocess pre = preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
+
+  const SafetensorsFile file(weights);
+  const std::string head = nn::make_model(model_name).blocks.back().layers.at(0).name + ".weight";
+  check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head, "' for ",
+        model_name, " (is it the right --model?)");
+  const nn::ModelOptions options{.num_classes = file.info(head).shape.at(0)};
+  nn::Model model = nn::make_model(model_name, options);
+  nn::load_weights(model, file);
+
+  ImageFolder calib_folder(calib_dir, pre);
+  check(calib_size <= calib_folder.size(), "flag --calib-size asks for ", calib_size, " images but --calib '",
+        calib_dir, "' holds ", calib_folder.size());
+  const Batch calib = load_image_folder(
+      calib_dir, {.preprocess = pre, .limit = calib_size, .shuffle = true, .seed = s.seed});
+
+  std::ostringstream key;
+  key << "model=" << model_name << " weights=" << std::filesystem::absolute(weights).string()
+      << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir << " n=" << calib_size
+      << " w=" << qs.w_bits << " a=" << qs.a_bits << " fl=" << qs.first_last_bits << " g=" << granularity
+      << " loss=" << args.get("--loss") << " iw=" << s.iters_w << " ia=" << s.iters_a << " b=" << s.batch
+      << " lambda=" << s.lambda << " qdrop=" << s.qdrop << " act_input=" << args.get("--act-input")
+      << " seed=" << s.seed;
+  std::printf("brecq quantize: %s\n", key.str().c_str());
+  std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g cosine,"
+              " L%g loss; threads %d\n",
+              s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a, s.p_a, num_threads());
+  std::fflush(stdout);
+
+  quant::QuantModel qm(model, qs);
+  std::optional<Batch> data;
+  auto report = [&](const char* what, const nn::ForwardFn& f) {
+    if (!data) return;
+    const nn::Accuracy a = nn::evaluate(f, *data);
+    std::printf("%-24s top-1 %6.2f %%  top-5 %6.2f %%  (%lld images)\n", what, a.top1_percent(),
+                a.top5_percent(), static_cast<long long>(a.images));
+    std::fflush(stdout);
+  };
+  if (args.has("--data")) {
+    data = load_image_folder(args.get_dir("--data"), {.preprocess = pre});
+    report("FP", [&](const Tensor& x) { return model.forward(x); });
+    report("nearest rounding (W)", [&](const Tensor& x) { return qm.forward(x); });
+  }
+
+  const quant::BrecqReport rep =
+      quant::run_brecq(granularity, qm, calib.images, s, {.checkpoint = out + ".ckpt", .key = key.str()});
+  std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after", "seconds");
+  for (const quant::UnitReport& r : rep.units)
+    std::printf("%-40s %-12s %12.5g %12.5g %9.1f\n", r.unit.c_str(), r.pass.c_str(), r.loss_before,
+                r.loss_after, r.seconds);
+  std::printf("weight pass %.1f s, activation pass %.1f s, total %.1f s", rep.weight_seconds, rep.act_seconds,
+              rep.weight_seconds + rep.act_seconds);
+  if (rep.resumed_weight_units + rep.resumed_act_units)
+    std::printf(" (resumed after %zu weight and %zu activation units)", rep.resumed_weight_units,
+                rep.resumed_act_units);
+  std::printf("\n");
+  quant::save_quantized(qm, options, out, {{"settings", key.str()}});
+  std::printf("wrote %s\n", out.c_str());
+  report(qs.a_bits ? "BRECQ (W+A)" : "BRECQ (W)", [&](const Tensor& x) { return qm.forward(x); });
+  return 0;
+}
+
+[[maybe_unused]] const bool registered =
+    cli::register_subcommand({"quantize", "BRECQ post-training quantization to a quantized safetensors file", run});
+
+}  // namespace
