@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds the tests in a normal and in a sanitizer
-# configuration, and runs both with ctest.
+# The test command: installs dependencies, checks that every header compiles on its own, builds
+# the tests in a normal and in a sanitizer configuration, and runs both with ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
+tools/check_headers.sh
 jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs" --target brecq_tests

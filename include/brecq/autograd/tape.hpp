@@ -100,7 +100,8 @@ using autograd::NoGrad;
 
 /// Back-propagates from `root` (a scalar unless `seed` is given) through the calling thread's
 /// tape, accumulating gradients into every tensor that requires one, intermediates included
-/// (read them with grad()). The tape is cleared afterwards.
+/// (read them with grad()). The tape is cleared afterwards. Gradients may share data with each
+/// other (copy on write): read them, do not modify them in place.
 inline void backward(const Tensor& root, Tensor seed = Tensor()) {
   check(root.requires_grad(), "backward: the root tensor does not require a gradient "
         "(no parameter with requires_grad reached it)");
@@ -111,7 +112,7 @@ inline void backward(const Tensor& root, Tensor seed = Tensor()) {
   }
   check(seed.shape() == root.shape(), "backward: seed shape ", seed.shape(),
         " does not match root shape ", root.shape());
-  autograd::accumulate_grad(root, seed);
+  autograd::accumulate_grad(root, seed.clone());  // never alias the caller's seed
   auto& nodes = autograd::tape().nodes();
   {
     NoGrad no_grad;

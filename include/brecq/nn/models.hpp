@@ -23,6 +23,7 @@ struct ModelOptions {
   int64_t in_channels = 3;        ///< 1 for grayscale data such as Fashion-MNIST
   double width_mult = 1.0;        ///< mobilenet_v2 only
   bool small_input_stem = false;  ///< resnet18/34/50 only (resnet18_cifar always has it)
+  int64_t base_width = 64;        ///< resnet18_cifar only: conv1/layer1 channels (64-128-256-512)
 };
 
 /// One registry entry.
@@ -33,6 +34,7 @@ struct ModelInfo {
   std::string_view preprocess;  ///< input preset the model expects: "imagenet" or "cifar"
   bool has_width_mult = false;
   bool has_small_input_stem = false;
+  bool has_base_width = false;
   Model (*build)(const ModelOptions&) = nullptr;  ///< num_classes already resolved
 };
 
@@ -40,7 +42,8 @@ namespace detail {
 inline ResNetOptions resnet_options(const ModelOptions& o) {
   return {.num_classes = o.num_classes,
           .in_channels = o.in_channels,
-          .small_input_stem = o.small_input_stem};
+          .small_input_stem = o.small_input_stem,
+          .base_width = o.base_width};
 }
 inline CifarResNetOptions cifar_resnet_options(const ModelOptions& o) {
   return {.num_classes = o.num_classes, .in_channels = o.in_channels};
@@ -54,33 +57,33 @@ inline std::span<const ModelInfo> model_registry() {
   using detail::resnet_options;
   static const std::array<ModelInfo, 9> table{{
       {"resnet18", "torchvision ResNet-18 (BasicBlock, 2-2-2-2)", 1000, "imagenet", false, true,
-       [](O o) { return resnet18(resnet_options(o)); }},
+       false, [](O o) { return resnet18(resnet_options(o)); }},
       {"resnet34", "torchvision ResNet-34 (BasicBlock, 3-4-6-3)", 1000, "imagenet", false, true,
-       [](O o) { return resnet34(resnet_options(o)); }},
+       false, [](O o) { return resnet34(resnet_options(o)); }},
       {"resnet50", "torchvision ResNet-50 (Bottleneck, 3-4-6-3)", 1000, "imagenet", false, true,
-       [](O o) { return resnet50(resnet_options(o)); }},
+       false, [](O o) { return resnet50(resnet_options(o)); }},
       {"resnet18_cifar", "ResNet-18 with a 3x3 stride-1 stem and no max-pool (32x32 inputs)", 10,
-       "cifar", false, false,
+       "cifar", false, false, true,
        [](O o) {
          ResNetOptions r = resnet_options(o);
          r.small_input_stem = true;
          return resnet18(r);
        }},
       {"mobilenet_v2", "torchvision MobileNetV2 (ReLU6, width multiplier)", 1000, "imagenet", true,
-       false,
+       false, false,
        [](O o) {
          return mobilenet_v2({.num_classes = o.num_classes,
                               .in_channels = o.in_channels,
                               .width_mult = o.width_mult});
        }},
       {"resnet20_cifar", "CIFAR ResNet-20 of He et al. (option-A shortcuts)", 10, "cifar", false,
-       false, [](O o) { return resnet20_cifar(cifar_resnet_options(o)); }},
+       false, false, [](O o) { return resnet20_cifar(cifar_resnet_options(o)); }},
       {"resnet32_cifar", "CIFAR ResNet-32 of He et al. (option-A shortcuts)", 10, "cifar", false,
-       false, [](O o) { return resnet32_cifar(cifar_resnet_options(o)); }},
+       false, false, [](O o) { return resnet32_cifar(cifar_resnet_options(o)); }},
       {"resnet44_cifar", "CIFAR ResNet-44 of He et al. (option-A shortcuts)", 10, "cifar", false,
-       false, [](O o) { return resnet44_cifar(cifar_resnet_options(o)); }},
+       false, false, [](O o) { return resnet44_cifar(cifar_resnet_options(o)); }},
       {"resnet56_cifar", "CIFAR ResNet-56 of He et al. (option-A shortcuts)", 10, "cifar", false,
-       false, [](O o) { return resnet56_cifar(cifar_resnet_options(o)); }},
+       false, false, [](O o) { return resnet56_cifar(cifar_resnet_options(o)); }},
   }};
   return table;
 }
@@ -116,6 +119,9 @@ inline Model make_model(std::string_view name, const ModelOptions& o = {}) {
         ": width_mult must be 1 (only mobilenet_v2 has a width multiplier), got ", o.width_mult);
   check(info.has_small_input_stem || !o.small_input_stem, "make_model ", name,
         ": small_input_stem is only an option of resnet18, resnet34 and resnet50");
+  check(info.has_base_width || o.base_width == 64, "make_model ", name,
+        ": base_width must be 64 (only resnet18_cifar has a base width), got ", o.base_width);
+  check(o.base_width >= 1, "make_model ", name, ": base_width must be >= 1, got ", o.base_width);
   ModelOptions resolved = o;
   if (resolved.num_classes == 0) resolved.num_classes = info.default_num_classes;
   Model m = info.build(resolved);

@@ -156,6 +156,7 @@ struct ResNetOptions {
   int64_t num_classes = 1000;
   int64_t in_channels = 3;        ///< 1 for grayscale data such as Fashion-MNIST
   bool small_input_stem = false;  ///< 3x3 stride-1 conv1 and no max-pool (32x32 inputs)
+  int64_t base_width = 64;        ///< conv1/layer1 channels, doubled per stage (torchvision: 64)
 };
 
 /// Which torchvision ResNet: residual block type and number of blocks in layer1..layerN.
@@ -171,6 +172,8 @@ inline Model make_resnet(const ResNetArch& arch, const ResNetOptions& o = {}) {
   check(!arch.blocks_per_stage.empty(), "make_resnet ", arch.name, ": no stages given");
   check(o.in_channels >= 1, "make_resnet ", arch.name, ": in_channels must be >= 1, got ",
         o.in_channels);
+  check(o.base_width >= 1, "make_resnet ", arch.name, ": base_width must be >= 1, got ",
+        o.base_width);
   Model m;
   m.arch = arch.name;
   m.num_classes = o.num_classes;
@@ -180,10 +183,10 @@ inline Model make_resnet(const ResNetArch& arch, const ResNetOptions& o = {}) {
   if (!o.small_input_stem) pool = Pool2dParams{.kernel = 3, .stride = 2, .padding = 1};
   m.blocks.push_back(
       detail::stem_block("stem",
-                         detail::conv_bn({"conv1", "bn1", o.in_channels, 64, stem_kernel,
-                                          stem_stride, 1, Activation::relu}),
+                         detail::conv_bn({"conv1", "bn1", o.in_channels, o.base_width,
+                                          stem_kernel, stem_stride, 1, Activation::relu}),
                          pool));
-  int64_t channels = 64, planes = 64;
+  int64_t channels = o.base_width, planes = o.base_width;
   int stage = 0;
   for (size_t i = 0; i < arch.blocks_per_stage.size(); ++i, planes *= 2) {
     ++stage;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "brecq/ops/broadcast.hpp"
+#include "brecq/ops/elementwise.hpp"
 
 namespace brecq {
 

@@ -3,8 +3,10 @@
 //
 // Structure (Goto/BLIS): for each kNC-wide column block of op(B) and kKC-deep slice of K, op(B) is
 // packed into kNR-wide micro-panels; for each kMC-high row block, op(A) is packed into kMR-high
-// micro-panels; a register-tile micro-kernel (kMR x kNR accumulators, xsimd FMAs) then sweeps the
-// block, reusing one B micro-panel from L1 across all A micro-panels (which stream from L2).
+// micro-panels (or, when its rows are contiguous along K, read in place through row pointers);
+// a register-tile micro-kernel (kMR x kNR accumulators, xsimd FMAs) then sweeps the block,
+// reusing one B micro-panel from L1 across all A micro-panels (which stream from L2). Operands
+// come from "sources" (MatrixA / MatrixB here; conv adds implicit-im2col ones).
 // Edges are zero-padded in the packed panels; partial tiles use a narrower kernel instance and a
 // scalar copy-out, so any M, N, K works. Threads split C into disjoint rectangles (and K, for
 // small C with a long K). A * B^T with a skinny side uses dot-product tiles instead (no packing).
