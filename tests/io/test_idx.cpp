@@ -260,7 +260,7 @@ TEST_CASE("IDX: malformed files raise errors naming the file") {
   write_file(dir.path / "lab_bad", bad_label);
   write_file(dir.path / "img_trunc.gz", [&] {
     auto g = gzip(img, {.compress = true});
-    g.resize(g.size() - 3);
+    g.erase(g.end() - 3, g.end());  // (resize(size - 3) trips a GCC -O3 false positive)
     return g;
   }());
   const std::string p = dir.path.string();
