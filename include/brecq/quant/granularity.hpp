@@ -61,4 +61,13 @@ struct NetworkGranularity {
   }
 };
 
+/// The units of the granularity named at run time: layer, block, stage or network.
+inline std::vector<Unit> units_for(const std::string& granularity, const nn::Model& m) {
+  if (granularity == "layer") return LayerGranularity::units(m);
+  if (granularity == "block") return BlockGranularity::units(m);
+  if (granularity == "stage") return StageGranularity::units(m);
+  if (granularity == "network") return NetworkGranularity::units(m);
+  fail("granularity: expected layer, block, stage or network, got '", granularity, "'");
+}
+
 }  // namespace brecq::quant

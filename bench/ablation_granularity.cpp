@@ -1,0 +1,160 @@
+// Granularity ablation: layer-, block-, stage- and network-wise reconstruction with identical
+// settings and seeds, at W2 weight-only and W2A4, on the pretrained ResNet-20 (../shared) and on
+// the project's Fashion-MNIST ResNet-18 (models/). Writes a Markdown table, a JSON file and an SVG
+// bar chart of top-1 per granularity, with the time of each run.
+//
+//   ablation_granularity [--iters-w N] [--iters-a N] [--seed N] [--shared DIR]
+//                        [--fashion-model FILE] [--out results/ablation_granularity]
+#include <cstdlib>
+#include <map>
+
+#include "brecq/io/dataset.hpp"
+#include "brecq/io/idx.hpp"
+#include "brecq/nn/evaluate.hpp"
+#include "brecq/nn/load.hpp"
+#include "brecq/quant/brecq.hpp"
+#include "common.hpp"
+
+using namespace brecq;
+
+namespace {
+
+struct Task {
+  std::string name;
+  nn::Model model;
+  Tensor calib;
+  Batch test;
+};
+
+struct Result {
+  std::string model, setting, granularity;
+  double top1 = 0, seconds = 0;
+};
+
+std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::string>& groups) {
+  const std::vector<std::string> gran{"layer", "block", "stage", "network"};
+  const char* colors[] = {"#4c72b0", "#dd8452", "#55a868", "#c44e52"};
+  const int W = 760, H = 340, left = 50, bottom = 300, top = 30;
+  double lo = 100, hi = 0;
+  for (const Result& r : rs) lo = std::min(lo, r.top1), hi = std::max(hi, r.top1);
+  lo = std::max(0.0, std::floor(lo - 2)), hi = std::min(100.0, std::ceil(hi + 1));
+  auto y = [&](double v) { return bottom - (v - lo) / (hi - lo) * (bottom - top); };
+  std::ostringstream s;
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='11'>\n"
+    << "<text x='" << left << "' y='16' font-size='13'>BRECQ top-1 (%) by reconstruction granularity</text>\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = lo + (hi - lo) * t / 4;
+    s << "<line x1='" << left << "' x2='" << W - 10 << "' y1='" << y(v) << "' y2='" << y(v) << "' stroke='#ddd'/>"
+      << "<text x='5' y='" << y(v) + 4 << "'>" << bench::fmt("%.1f", v) << "</text>\n";
+  }
+  const double gw = static_cast<double>(W - left - 20) / static_cast<double>(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (size_t k = 0; k < gran.size(); ++k)
+      for (const Result& r : rs)
+        if (r.model + " " + r.setting == groups[g] && r.granularity == gran[k]) {
+          const double x = left + g * gw + 10 + k * (gw - 20) / 4;
+          s << "<rect x='" << x << "' y='" << y(r.top1) << "' width='" << (gw - 20) / 4 - 4 << "' height='"
+            << bottom - y(r.top1) << "' fill='" << colors[k] << "'/>"
+            << "<text x='" << x << "' y='" << y(r.top1) - 3 << "' font-size='9'>" << bench::fmt("%.1f", r.top1) << "</text>\n";
+        }
+    s << "<text x='" << left + g * gw + 10 << "' y='" << bottom + 16 << "'>" << groups[g] << "</text>\n";
+  }
+  for (size_t k = 0; k < gran.size(); ++k)
+    s << "<rect x='" << left + 10 + 90 * k << "' y='" << H - 18 << "' width='10' height='10' fill='" << colors[k]
+      << "'/><text x='" << left + 24 + 90 * k << "' y='" << H - 9 << "'>" << gran[k] << "</text>\n";
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  std::map<std::string, std::string> f{{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--seed", "1029"},
+                                       {"--shared", "../shared"},
+                                       {"--fashion-model", "models/fashion_mnist_resnet18_w16.safetensors"},
+                                       {"--out", "results/ablation_granularity"}};
+  for (int i = 1; i < argc; i += 2) {
+    check(f.count(argv[i]) && i + 1 < argc, "ablation_granularity: unknown flag or missing value at '", argv[i], "'");
+    f[argv[i]] = argv[i + 1];
+  }
+  quant::ReconstructionSettings s;
+  s.iters_w = std::atol(f["--iters-w"].c_str());
+  s.iters_a = std::atol(f["--iters-a"].c_str());
+  s.seed = std::strtoull(f["--seed"].c_str(), nullptr, 10);
+  s.progress = false;
+  check(s.iters_w > 0 && s.iters_a > 0, "ablation_granularity: --iters-w and --iters-a must be > 0");
+
+  std::vector<Task> tasks;
+  const std::string weights = f["--shared"] + "/models/resnet20_cifar10.safetensors";
+  if (std::filesystem::exists(weights)) {
+    Task t{"ResNet-20 CIFAR-10", nn::make_model("resnet20_cifar"), Tensor(), Batch{}};
+    nn::load_weights(t.model, weights);
+    t.calib = load_image_folder(f["--shared"] + "/data/cifar10/calib",
+                                {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed}).images;
+    t.test = load_image_folder(f["--shared"] + "/data/cifar10/test", {.preprocess = ImagePreprocess::cifar()});
+    tasks.push_back(std::move(t));
+  } else {
+    std::printf("SKIPPED ResNet-20: %s not found\n", weights.c_str());
+  }
+  if (std::filesystem::exists(f["--fashion-model"])) {
+    SafetensorsFile file(f["--fashion-model"]);
+    const int64_t width = file.info("conv1.weight").shape.at(0);
+    Task t{"ResNet-18 Fashion-MNIST",
+           nn::make_model("resnet18_cifar", {.num_classes = 10, .in_channels = 1, .base_width = width}), Tensor(), Batch{}};
+    nn::load_weights(t.model, file);
+    const FashionMnist train = FashionMnist::load(MnistSplit::train);
+    const FashionMnist test = FashionMnist::load(MnistSplit::test);
+    std::vector<int64_t> pick = seeded_permutation(train.size(), s.seed);
+    pick.resize(1024);
+    t.calib = gather(train, pick).images;
+    std::vector<int64_t> all(static_cast<size_t>(test.size()));
+    for (int64_t i = 0; i < test.size(); ++i) all[static_cast<size_t>(i)] = i;
+    t.test = gather(test, all);
+    tasks.push_back(std::move(t));
+  } else {
+    std::printf("SKIPPED Fashion-MNIST ResNet-18: %s not found\n", f["--fashion-model"].c_str());
+  }
+
+  std::vector<Result> results;
+  std::vector<std::string> groups;
+  for (Task& t : tasks)
+    for (int a_bits : {0, 4}) {
+      const std::string setting = a_bits ? "W2A4" : "W2";
+      groups.push_back(t.name + " " + setting);
+      for (const char* g : {"layer", "block", "stage", "network"}) {
+        quant::QuantModel qm(t.model, {.w_bits = 2, .a_bits = a_bits});
+        const double t0 = bench::now_s();
+        quant::run_brecq(g, qm, t.calib, s);
+        Result r{t.name, setting, g, 0, bench::now_s() - t0};
+        r.top1 = nn::evaluate([&](const Tensor& x) { return qm.forward(x); }, t.test).top1_percent();
+        std::printf("%-26s %-5s %-8s top-1 %6.2f %%  %7.1f s\n", t.name.c_str(), setting.c_str(), g, r.top1, r.seconds);
+        std::fflush(stdout);
+        results.push_back(r);
+      }
+    }
+
+  std::ostringstream md, js;
+  md << "# Granularity ablation (W2 weight-only and W2A4)\n\nweight iterations " << s.iters_w
+     << ", activation iterations " << s.iters_a << ", seed " << s.seed << ", threads " << num_threads()
+     << "\n\n| model | setting | layer | block | stage | network |\n|---|---|---|---|---|---|\n";
+  js << "[\n";
+  for (const std::string& g : groups) {
+    md << "| " << g.substr(0, g.rfind(' ')) << " | " << g.substr(g.rfind(' ') + 1);
+    for (const Result& r : results)
+      if (r.model + " " + r.setting == g) md << " | " << bench::fmt("%.2f", r.top1) << " (" << bench::fmt("%.0f", r.seconds) << " s)";
+    md << " |\n";
+  }
+  for (size_t i = 0; i < results.size(); ++i)
+    js << "  {\"model\": \"" << results[i].model << "\", \"setting\": \"" << results[i].setting
+       << "\", \"granularity\": \"" << results[i].granularity << "\", \"top1\": " << bench::fmt("%.2f", results[i].top1)
+       << ", \"seconds\": " << bench::fmt("%.1f", results[i].seconds) << "}" << (i + 1 < results.size() ? ",\n" : "\n");
+  js << "]\n";
+  std::cout << md.str();
+  bench::emit(md.str(), f["--out"] + ".md");
+  bench::emit(js.str(), f["--out"] + ".json");
+  bench::emit(svg_chart(results, groups), f["--out"] + ".svg");
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "ablation_granularity: %s\n", e.what());
+  return 1;
+}

@@ -1,0 +1,90 @@
+#pragma once
+// Shared by the benchmarks: best-of-N timing, an FP32 peak measured with an FMA loop, and a
+// markdown table printed to stdout as it is measured and written to --out (default
+// results/<name>.md).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <xsimd/xsimd.hpp>
+
+#include "brecq/tensor/parallel.hpp"
+
+namespace brecq::bench {
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// Best wall time of f() over at least min_reps runs (and about 0.25 s in total), after one
+/// warm-up run.
+template <class F>
+inline double best_time(F&& f, int min_reps = 3) {
+  double t0 = now_s();
+  f();
+  const double first = std::max(now_s() - t0, 1e-7);
+  const int reps = std::clamp(static_cast<int>(0.25 / first), min_reps, std::max(50, min_reps));
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    t0 = now_s();
+    f();
+    best = std::min(best, now_s() - t0);
+  }
+  return best;
+}
+
+/// Lets OpenBLAS's worker threads, which spin for ~2^28 TSC ticks after a call, go to sleep
+/// before timing ours (otherwise they compete with our threads for the cores).
+inline void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(150)); }
+
+/// FP32 peak in GFLOP/s: the FMA rate of one core times the thread count. One core runs
+/// independent FMA chains (12 accumulators cover the FMA latency on two pipes; 2 * lanes flops
+/// per FMA), best of many short runs, which on a shared machine is more robust than timing all
+/// cores at once. Equals cores x 2 FMA pipes x lanes x 2 flop x clock.
+inline double measure_peak_gflops() {
+  using Vec = xsimd::batch<float>;
+  constexpr int kAcc = 12;
+  constexpr int64_t kIters = 1'200'000;
+  static volatile float sink = 0.0f;  // keeps the loop from being optimised away
+  auto run = [&] {
+    Vec acc[kAcc];
+    for (int i = 0; i < kAcc; ++i) acc[i] = Vec(static_cast<float>(i) * 1e-3f);
+    const Vec a(0.999999f), b(1e-7f);
+    for (int64_t it = 0; it < kIters / kAcc; ++it)
+      for (int i = 0; i < kAcc; ++i) acc[i] = xsimd::fma(acc[i], a, b);
+    Vec s(0.0f);
+    for (int i = 0; i < kAcc; ++i) s += acc[i];
+    sink = sink + xsimd::hadd(s);
+  };
+  const double t = best_time(run, 200);
+  return 2.0 * Vec::size * static_cast<double>(kIters / kAcc * kAcc) / t * 1e-9 * num_threads();
+}
+
+/// "--out PATH" from argv, else results/<name>.md.
+inline std::string out_path(int argc, char** argv, std::string_view name) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string_view(argv[i]) == "--out") return argv[i + 1];
+  return "results/" + std::string(name) + ".md";
+}
+
+/// Writes text (already printed row by row) to path, creating its directory.
+inline void emit(const std::string& text, const std::string& path) {
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+  std::ofstream(p) << text;
+  std::cout << "written to " << path << "\n";
+}
+
+inline std::string fmt(const char* f, double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+}  // namespace brecq::bench
