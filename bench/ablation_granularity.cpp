@@ -102,8 +102,8 @@ int main(int argc, char** argv) try {
     Task t{"ResNet-18 Fashion-MNIST",
            nn::make_model("resnet18_cifar", {.num_classes = 10, .in_channels = 1, .base_width = width}), Tensor(), Batch{}};
     nn::load_weights(t.model, file);
-    const FashionMnist train = FashionMnist::load(MnistSplit::train);
-    const FashionMnist test = FashionMnist::load(MnistSplit::test);
+    const FashionMnist train = FashionMnist::load(MnistSplit::train, {.normalize = true});  // as trained
+    const FashionMnist test = FashionMnist::load(MnistSplit::test, {.normalize = true});
     std::vector<int64_t> pick = seeded_permutation(train.size(), s.seed);
     pick.resize(1024);
     t.calib = gather(train, pick).images;

@@ -140,8 +140,14 @@ int run(const std::vector<std::string>& argv) {
     report("nearest rounding (W)", [&](const Tensor& x) { return qm.forward(x); });
   }
 
-  const quant::BrecqReport rep =
-      quant::run_brecq(granularity, qm, calib.images, s, {.checkpoint = out + ".ckpt", .key = key.str()});
+  const size_t num_units = quant::units_for(granularity, qm.model).size();
+  quant::BrecqRunOptions run{.checkpoint = out + ".ckpt", .key = key.str()};
+  if (qs.a_bits > 0)  // the weight pass alone, as the official code reports it
+    run.on_unit_done = [&](const std::string& pass, size_t done) {
+      if (pass == "weights" && done == num_units)
+        report("BRECQ weights only", [&](const Tensor& x) { return qm.forward(x); });
+    };
+  const quant::BrecqReport rep = quant::run_brecq(granularity, qm, calib.images, s, run);
   std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after", "seconds");
   for (const quant::UnitReport& r : rep.units)
     std::printf("%-40s %-12s %12.5g %12.5g %9.1f\n", r.unit.c_str(), r.pass.c_str(), r.loss_before,

@@ -34,7 +34,8 @@ inline float* workspace(Scratch slot, std::size_t n) {
   thread_local std::array<detail::ScratchBuffer, static_cast<std::size_t>(Scratch::count)> buffers;
   detail::ScratchBuffer& buf = buffers[static_cast<std::size_t>(slot)];
   if (n > buf.capacity) {
-    // Grow geometrically and round to whole cache lines so repeated slightly larger calls stay cheap.
+    // Grow geometrically and round to whole cache lines so repeated slightly larger calls stay
+    // cheap.
     std::size_t want = std::max(n, buf.capacity + buf.capacity / 2);
     std::size_t bytes = (want * sizeof(float) + 63) / 64 * 64;
     buf.data.reset();  // release first: the old contents are not kept

@@ -1,16 +1,18 @@
 #pragma once
-// SIMD 2-D convolution with the contracts of ref::conv2d_*: NCHW input, (C_out, C_in/groups, KH, KW)
-// weights. Depthwise layers go to simd/depthwise.hpp; every other layer is one GEMM per image and
-// group over the im2col matrix col [K][P] (K = cig * KH * KW, P = OH * OW):
+// SIMD 2-D convolution with the contracts of ref::conv2d_*: NCHW input, (C_out, C_in/groups, KH,
+// KW) weights. Depthwise layers go to simd/depthwise.hpp; every other layer is one GEMM per image
+// and group over the im2col matrix col [K][P] (K = cig * KH * KW, P = OH * OW):
 //   forward          y_g  [cog][P]  = w_g [cog][K] * col [K][P]
 //   input gradient   dcol [K][P]    = w_g^T [K][cog] * dy_g [cog][P], then dx_g = col2im(dcol);
 //                    with stride 1, instead the forward of dy with flipped, transposed weights
 //   weight gradient  dw_g^T [K][cog] += col [K][P] * dy_g^T [P][cog]
 // col is never materialised: for 1x1 stride-1 unpadded layers the input plane is col, and
 // otherwise the GEMMs run on the wide grid of simd/im2col.hpp, where row r of col is a contiguous
-// slice of the padded input (packed into GEMM panels with vector copies, or read in place as the
-// A operand of the weight gradient, which then needs no transposing pack). Images are spread over
-// threads when there are enough of them; otherwise each image's GEMMs and copies use the threads.
+// slice of the padded input, read in place by the micro-kernel (forward B operand; weight-gradient
+// A operand, which then needs no transposing pack) or packed with vector copies. Only the strided
+// input gradient materialises dcol (on the wide grid, so col2im is plain vector adds). Images are
+// spread over threads when there are enough of them; otherwise each image's GEMMs and copies use
+// the threads.
 #include <algorithm>
 #include <cstdint>
 
@@ -65,10 +67,13 @@ inline void pad_group(const WideGrid& wg, int64_t cig, const float* xg, float* x
   wg.zero_slack(cig, xp);
 }
 
-/// B source: the wide column matrix [K][NW] over padded planes xp, packed with vector copies.
+/// B source: the wide column matrix [K][NW] over padded planes xp, read in place (row r is
+/// xp + row_offset(r)) or packed with vector copies.
 struct WideColumns {
   const WideGrid& wg;
   const float* xp;
+  const float* base() const { return xp; }
+  int64_t row_offset(int64_t r) const { return wg.row_offset(r); }
   void operator()(int64_t k0, int64_t kc, int64_t j0, int64_t n, float* dst) const {
     const int64_t taps = wg.KH * wg.KW;
     int64_t c = k0 / taps, t = k0 - c * taps;
@@ -96,8 +101,8 @@ struct WideRows {
 };
 
 /// Forward of a non-depthwise convolution: y_g = w_g * col per image and group, plus bias.
-inline void forward_gemm(const Conv2dGeometry& g, const float* x, const float* w,
-                         const float* bias, float* y) {
+inline void forward_gemm(const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
+                         float* y) {
   const ConvGemm s(g);
   const WideGrid wg(g);
   if (s.P <= 0) return;
@@ -105,14 +110,15 @@ inline void forward_gemm(const Conv2dGeometry& g, const float* x, const float* w
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       const float* xg = x + (n * g.in_channels + grp * s.cig) * s.HW;  // [cig][H][W]
       const MatrixA wgt{{w + grp * s.cog * s.K, s.K, 1}, true};        // [cog][K], in place
-      float* yg = y + (n * g.out_channels + grp * s.cog) * s.P;         // [cog][P]
+      float* yg = y + (n * g.out_channels + grp * s.cog) * s.P;        // [cog][P]
       if (s.direct) {
         // y_g [cog][P] = w_g [cog][K] * x_g [K][P]
         gemm_packed(s.cog, s.P, s.K, wgt, MatrixB{{xg, s.P, 1}}, yg, s.P, 1.0f, 0.0f);
       } else {
-        float* xp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(s.cig) + s.cog * wg.NW));
+        float* xp =
+            workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(s.cig) + s.cog * wg.NW));
         float* yw = xp + wg.padded_floats(s.cig);  // wide output: [cog][OH][WQ]
-        pad_group(wg, s.cig, xg, xp);               // x_g: [cig][H][W] -> xp: [cig][plane]
+        pad_group(wg, s.cig, xg, xp);              // x_g: [cig][H][W] -> xp: [cig][plane]
         // yw [cog][NW] = w_g [cog][K] * wide col [K][NW]
         gemm_packed(s.cog, wg.NW, s.K, wgt, WideColumns{wg, xp}, yw, wg.NW, 1.0f, 0.0f);
         wg.reshape_rows<false>(s.cog, yg, yw, wg.NW);  // yw: [cog][OH][WQ] -> y_g: [cog][OH][OW]
@@ -144,15 +150,23 @@ inline Conv2dGeometry input_grad_geometry(const Conv2dGeometry& g) {
 }
 
 /// wt[grp * cig + ci][co][kh][kw] = w[grp * cog + co][ci][KH - 1 - kh][KW - 1 - kw].
+/// Output channels are taken kBlock at a time, so that reads and writes both run along lines.
 inline void flip_weights(const Conv2dGeometry& g, const float* w, float* wt) {
-  const int64_t cig = g.in_per_group(), cog = g.out_per_group(), KH = g.kernel_h, KW = g.kernel_w;
-  for (int64_t grp = 0; grp < g.groups; ++grp)
-    for (int64_t ci = 0; ci < cig; ++ci)
-      for (int64_t co = 0; co < cog; ++co)
-        for (int64_t kh = 0; kh < KH; ++kh)
-          for (int64_t kw = 0; kw < KW; ++kw)
-            wt[(((grp * cig + ci) * cog + co) * KH + kh) * KW + kw] =
-                w[(((grp * cog + co) * cig + ci) * KH + (KH - 1 - kh)) * KW + (KW - 1 - kw)];
+  const int64_t cig = g.in_per_group(), cog = g.out_per_group(), taps = g.kernel_h * g.kernel_w;
+  constexpr int64_t kBlock = 16;
+  // Rows (grp, ci) of wt are independent: split them over threads.
+  parallel_for(
+      0, g.groups * cig, std::max<int64_t>(1, 8192 / (cog * taps)), [&](int64_t r0, int64_t r1) {
+        for (int64_t co0 = 0; co0 < cog; co0 += kBlock)
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t grp = r / cig, ci = r % cig;
+            for (int64_t co = co0; co < std::min(cog, co0 + kBlock); ++co) {
+              const float* src = w + ((grp * cog + co) * cig + ci) * taps;  // w[co][ci]: [KH][KW]
+              float* dst = wt + (r * cog + co) * taps;                      // wt[ci][co]: [KH][KW]
+              for (int64_t t = 0; t < taps; ++t) dst[t] = src[taps - 1 - t];  // flip both axes
+            }
+          }
+      });
 }
 
 /// dwt: [groups][K][cog] = the transposed weight gradient summed over images [n0, n1):
@@ -160,12 +174,13 @@ inline void flip_weights(const Conv2dGeometry& g, const float* w, float* wt) {
 /// with col as the in-place A operand (x_g rows when direct, else wide rows with dy widened to
 /// match), so that the only packing is the small transposing one of dy.
 inline void weight_grad_images(const Conv2dGeometry& g, const ConvGemm& s, const WideGrid& wg,
-                               const float* x, const float* dy, int64_t n0, int64_t n1, float* dwt) {
+                               const float* x, const float* dy, int64_t n0, int64_t n1,
+                               float* dwt) {
   if (n0 >= n1) std::fill_n(dwt, g.groups * s.K * s.cog, 0.0f);
   const int64_t ld = wg.wide_floats();
   for (int64_t n = n0; n < n1; ++n)
     for (int64_t grp = 0; grp < g.groups; ++grp) {
-      const float* xg = x + (n * g.in_channels + grp * s.cig) * s.HW;   // [cig][H][W]
+      const float* xg = x + (n * g.in_channels + grp * s.cig) * s.HW;    // [cig][H][W]
       const float* dyg = dy + (n * g.out_channels + grp * s.cog) * s.P;  // [cog][P]
       float* dwt_g = dwt + grp * s.K * s.cog;                            // [K][cog]
       const float beta = n > n0 ? 1.0f : 0.0f;
@@ -175,12 +190,14 @@ inline void weight_grad_images(const Conv2dGeometry& g, const ConvGemm& s, const
                     s.cog, 1.0f, beta);
         continue;
       }
-      float* xp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(s.cig) + s.cog * ld));
-      float* dyw = xp + wg.padded_floats(s.cig);  // widened dy: [cog][ld], zero past OW
+      float* xp =
+          workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(s.cig) + s.cog * ld));
+      float* dyw = xp + wg.padded_floats(s.cig);   // widened dy: [cog][ld], zero past OW
       pad_group(wg, s.cig, xg, xp);                // x_g: [cig][H][W] -> xp: [cig][plane]
       wg.reshape_rows<true>(s.cog, dyg, dyw, ld);  // dy_g: [cog][OH][OW] -> dyw: [cog][OH][WQ]
       // dw_g^T [K][cog] (+)= wide col [K][NW] * dyw^T [NW][cog]
-      gemm_packed(s.K, s.cog, wg.NW, WideRows{wg, xp}, MatrixB{{dyw, 1, ld}}, dwt_g, s.cog, 1.0f, beta);
+      gemm_packed(s.K, s.cog, wg.NW, WideRows{wg, xp}, MatrixB{{dyw, 1, ld}}, dwt_g, s.cog, 1.0f,
+                  beta);
     }
 }
 
@@ -217,18 +234,21 @@ inline void conv2d_backward_input(const Conv2dGeometry& g, const float* dy, cons
         sgemm(s.cig, s.HW, s.cog, wgt, s.K, dyg, s.P, dxg, s.HW, {.trans_a = true});
         continue;
       }
-      float* dxp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(s.cig) + (s.cog + s.K) * ld));
+      float* dxp = workspace(Scratch::col,
+                             static_cast<size_t>(wg.padded_floats(s.cig) + (s.cog + s.K) * ld));
       float* dyw = dxp + wg.padded_floats(s.cig);  // widened dy: [cog][ld], zero past OW
       float* dcol = dyw + s.cog * ld;              // wide column gradient: [K][ld]
       wg.reshape_rows<true>(s.cog, dyg, dyw, ld);  // dy_g: [cog][OH][OW] -> dyw: [cog][OH][WQ]
       // dcol [K][NW] = w_g^T [K][cog] * dyw [cog][NW]
-      gemm_packed(s.K, wg.NW, s.cog, MatrixA{{wgt, 1, s.K}}, MatrixB{{dyw, ld, 1}}, dcol, ld, 1.0f, 0.0f);
+      gemm_packed(s.K, wg.NW, s.cog, MatrixA{{wgt, 1, s.K}}, MatrixB{{dyw, ld, 1}}, dcol, ld, 1.0f,
+                  0.0f);
       // col2im on the wide grid, then dxp: [cig][plane] -> dx_g: [cig][H][W]; one channel per task
-      parallel_for(0, s.cig, std::max<int64_t>(1, 16384 / (s.K / s.cig * wg.NW)), [&](int64_t c0, int64_t c1) {
-        std::fill(dxp + c0 * wg.plane, dxp + c1 * wg.plane, 0.0f);
-        wide_col2im_add(wg, dcol, ld, c0, c1, dxp);
-        wg.transfer<false>(c0, c1, dxg, dxp);
-      });
+      parallel_for(0, s.cig, std::max<int64_t>(1, 16384 / (s.K / s.cig * wg.NW)),
+                   [&](int64_t c0, int64_t c1) {
+                     std::fill(dxp + c0 * wg.plane, dxp + c1 * wg.plane, 0.0f);
+                     wide_col2im_add(wg, dcol, ld, c0, c1, dxp);
+                     wg.transfer<false>(c0, c1, dxg, dxp);
+                   });
     }
   });
 }
@@ -263,19 +283,27 @@ inline void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, cons
   } else {
     parallel_for(0, T, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
-        weight_grad_images(g, s, wg, x, dy, g.batch * t / T, g.batch * (t + 1) / T, dwt + t * dw_size);
+        weight_grad_images(g, s, wg, x, dy, g.batch * t / T, g.batch * (t + 1) / T,
+                           dwt + t * dw_size);
     });
   }
-  parallel_for(0, CO, std::max<int64_t>(1, 4096 / s.K), [&](int64_t c0, int64_t c1) {
-    for (int64_t co = c0; co < c1; ++co) {
-      const int64_t grp = co / s.cog, cg = co % s.cog;
-      for (int64_t r = 0; r < s.K; ++r) {
-        float sum = 0.0f;
-        for (int64_t t = 0; t < T; ++t) sum += dwt[t * dw_size + (grp * s.K + r) * s.cog + cg];
-        dw[co * s.K + r] = sum;
-      }
-    }
-  });
+  // Transposed kTile rows r at a time, so that the reads of dwt stay in a few lines per cog.
+  constexpr int64_t kTile = 16;
+  const int64_t blocks = (s.K + kTile - 1) / kTile;
+  parallel_for(0, g.groups * blocks, std::max<int64_t>(1, 4096 / (kTile * s.cog)),
+               [&](int64_t b0, int64_t b1) {
+                 for (int64_t b = b0; b < b1; ++b) {
+                   const int64_t grp = b / blocks, r0 = b % blocks * kTile;
+                   const int64_t r1 = std::min(s.K, r0 + kTile);
+                   for (int64_t t = 0; t < T; ++t)
+                     for (int64_t cg = 0; cg < s.cog; ++cg) {
+                       const float* src = dwt + t * dw_size + grp * s.K * s.cog + cg;  // [K][cog]
+                       float* dst = dw + (grp * s.cog + cg) * s.K;                     // [cog][K]
+                       for (int64_t r = r0; r < r1; ++r)
+                         dst[r] = (t == 0 ? 0.0f : dst[r]) + src[r * s.cog];
+                     }
+                 }
+               });
 }
 
 }  // namespace brecq::kernels::simd

@@ -3,11 +3,10 @@
 // passes, on the wide grid of simd/im2col.hpp: each plane is padded and phase-split once, after
 // which output column j of tap t reads xp[tap(t) + j], so every pass is a flat vector loop over
 // j, whatever the stride, padding and dilation.
-#include <xsimd/xsimd.hpp>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/params.hpp"
 #include "brecq/kernels/simd/im2col.hpp"
@@ -38,7 +37,8 @@ inline void dw_forward_chunk(const WideGrid& wg, const float* xp, const float* w
   for (int64_t t = 0; t < wg.KH * wg.KW; ++t) {
     const float* src = xp + wg.tap(t) + j0;
     const DwVec wt(w[t]);
-    for (int v = 0; v < NV; ++v) acc[v] = xsimd::fma(wt, DwVec::load_unaligned(src + v * kDwVec), acc[v]);
+    for (int v = 0; v < NV; ++v)
+      acc[v] = xsimd::fma(wt, DwVec::load_unaligned(src + v * kDwVec), acc[v]);
   }
   for (int v = 0; v < NV; ++v) acc[v].store_aligned(yw + j0 + v * kDwVec);
 }
@@ -49,10 +49,18 @@ template <class Chunk>
 inline void for_each_chunk(int64_t n, Chunk&& chunk) {
   for (int64_t j0 = 0; j0 < n; j0 += kDwChunk * kDwVec) {
     switch (std::min<int64_t>(kDwChunk, (n - j0) / kDwVec)) {
-      case 1: chunk(std::integral_constant<int, 1>{}, j0); break;
-      case 2: chunk(std::integral_constant<int, 2>{}, j0); break;
-      case 3: chunk(std::integral_constant<int, 3>{}, j0); break;
-      default: chunk(std::integral_constant<int, kDwChunk>{}, j0); break;
+      case 1:
+        chunk(std::integral_constant<int, 1>{}, j0);
+        break;
+      case 2:
+        chunk(std::integral_constant<int, 2>{}, j0);
+        break;
+      case 3:
+        chunk(std::integral_constant<int, 3>{}, j0);
+        break;
+      default:
+        chunk(std::integral_constant<int, kDwChunk>{}, j0);
+        break;
     }
   }
 }
@@ -64,7 +72,8 @@ inline void depthwise_forward(const Conv2dGeometry& g, const float* x, const flo
                               const float* bias, float* y) {
   using namespace detail;
   const WideGrid wg(g);
-  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW, KK = g.kernel_h * g.kernel_w;
+  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW,
+                KK = g.kernel_h * g.kernel_w;
   const int64_t ld = wg.wide_floats();
   parallel_for(0, g.batch * C, 1, [&](int64_t p0, int64_t p1) {
     float* xp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(1) + ld));
@@ -86,7 +95,8 @@ inline void depthwise_backward_input(const Conv2dGeometry& g, const float* dy, c
                                      float* dx) {
   using namespace detail;
   const WideGrid wg(g);
-  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW, KK = g.kernel_h * g.kernel_w;
+  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW,
+                KK = g.kernel_h * g.kernel_w;
   const int64_t ld = wg.wide_floats();
   parallel_for(0, g.batch * C, 1, [&](int64_t p0, int64_t p1) {
     float* dxp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(1) + ld));
@@ -102,7 +112,8 @@ inline void depthwise_backward_input(const Conv2dGeometry& g, const float* dy, c
         float* dst = dxp + wg.tap(t);
         const DwVec wt(w[c * KK + t]);
         for (int64_t j = 0; j < ld; j += kDwVec)
-          xsimd::fma(wt, DwVec::load_aligned(dyw + j), DwVec::load_unaligned(dst + j)).store_unaligned(dst + j);
+          xsimd::fma(wt, DwVec::load_aligned(dyw + j), DwVec::load_unaligned(dst + j))
+              .store_unaligned(dst + j);
       }
       wg.transfer<false>(0, 1, dx + plane * HW, dxp);  // dxp -> dx[n, c]: [H][W]
     }
@@ -115,10 +126,12 @@ inline void depthwise_backward_weight(const Conv2dGeometry& g, const float* x, c
                                       float* dw, float* dbias) {
   using namespace detail;
   const WideGrid wg(g);
-  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW, KK = g.kernel_h * g.kernel_w;
+  const int64_t C = g.in_channels, HW = g.in_h * g.in_w, P = wg.OH * wg.OW,
+                KK = g.kernel_h * g.kernel_w;
   const int64_t ld = wg.wide_floats();
   parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    float* xp = workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(1) + ld + KK * kDwVec));
+    float* xp =
+        workspace(Scratch::col, static_cast<size_t>(wg.padded_floats(1) + ld + KK * kDwVec));
     float* dyw = xp + wg.padded_floats(1);  // widened dy: [ld], zero past OW
     float* acc = dyw + ld;                  // one running vector sum per tap: [KK][kDwVec]
     wg.zero_slack(1, xp);
@@ -145,13 +158,16 @@ inline void depthwise_backward_weight(const Conv2dGeometry& g, const float* x, c
           for (; j < nw_full; j += kDwVec)
             s[0] = xsimd::fma(DwVec::load_aligned(dyw + j), DwVec::load_unaligned(src + j), s[0]);
           if (j < wg.NW) {  // lanes past NW: 0 * whatever could be NaN, so select them away
-            const DwVec x_tail = xsimd::select(tail_mask, DwVec::load_unaligned(src + j), DwVec(0.0f));
+            const DwVec x_tail =
+                xsimd::select(tail_mask, DwVec::load_unaligned(src + j), DwVec(0.0f));
             s[1] = xsimd::fma(DwVec::load_aligned(dyw + j), x_tail, s[1]);
           }
-          ((s[0] + s[1]) + (s[2] + s[3]) + DwVec::load_aligned(acc + t * kDwVec)).store_aligned(acc + t * kDwVec);
+          ((s[0] + s[1]) + (s[2] + s[3]) + DwVec::load_aligned(acc + t * kDwVec))
+              .store_aligned(acc + t * kDwVec);
         }
       }
-      for (int64_t t = 0; t < KK; ++t) dw[c * KK + t] = xsimd::hadd(DwVec::load_aligned(acc + t * kDwVec));
+      for (int64_t t = 0; t < KK; ++t)
+        dw[c * KK + t] = xsimd::hadd(DwVec::load_aligned(acc + t * kDwVec));
       if (dbias) dbias[c] = xsimd::hadd(bsum);
     }
   });

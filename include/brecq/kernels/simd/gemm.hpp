@@ -10,12 +10,12 @@
 // Edges are zero-padded in the packed panels; partial tiles use a narrower kernel instance and a
 // scalar copy-out, so any M, N, K works. Threads split C into disjoint rectangles (and K, for
 // small C with a long K). A * B^T with a skinny side uses dot-product tiles instead (no packing).
-#include <xsimd/xsimd.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/params.hpp"
 #include "brecq/kernels/workspace.hpp"
@@ -30,9 +30,9 @@ inline constexpr int kVec = static_cast<int>(Vec::size);
 inline constexpr int kMR = 8;           // rows of C per register tile
 inline constexpr int kNV = 2;           // SIMD vectors per register-tile row
 inline constexpr int kNR = kNV * kVec;  // columns of C per register tile
-inline constexpr int64_t kKC = 256;     // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
-inline constexpr int64_t kMC = 192;     // rows of a packed A block (kMC x kKC in L2)
-inline constexpr int64_t kNC = 1024;    // columns of a packed B block (kKC x kNC in L2)
+inline constexpr int64_t kKC = 256;   // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
+inline constexpr int64_t kMC = 192;   // rows of a packed A block (kMC x kKC in L2)
+inline constexpr int64_t kNC = 1024;  // columns of a packed B block (kKC x kNC in L2)
 
 inline constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -76,21 +76,26 @@ inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int
   }
 }
 
-/// C[0:M, 0:n] = alpha * A * Bp + beta * C for one register tile. A is either a kMR-high packed
-/// micro-panel a (InPlace false: A(i, k) = a[k * kMR + i]) or M row pointers (InPlace true:
-/// A(i, k) = rows[i][k]); only its first M rows are used. Bp is a kNR-wide packed B micro-panel
-/// (first NV vectors used), n <= NV * kVec the valid columns. beta == 0 never reads C.
-template <int M, int NV, bool InPlace>
+/// C[0:M, 0:n] = alpha * A * B + beta * C for one register tile. A is either a kMR-high packed
+/// micro-panel a (AInPlace false: A(i, k) = a[k * kMR + i]) or M row pointers (AInPlace true:
+/// A(i, k) = rows[i][k]); only its first M rows are used. B is either a kNR-wide packed
+/// micro-panel b (BInPlace false: B(k, j) = b[k * kNR + j]) or read in place (BInPlace true:
+/// B(k, j) = b[boffs[k] + j]); its first NV vectors are used. n <= NV * kVec are the valid
+/// columns. beta == 0 never reads C.
+template <int M, int NV, bool AInPlace, bool BInPlace>
 inline void micro_tile(int64_t kc, const float* a, const float* const* rows, const float* b,
-                       float* c, int64_t ldc, float alpha, float beta, int64_t n) {
+                       const int64_t* boffs, float* c, int64_t ldc, float alpha, float beta,
+                       int64_t n) {
   Vec acc[M][NV];
   for (int i = 0; i < M; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = Vec(0.0f);
-  for (int64_t k = 0; k < kc; ++k, b += kNR) {
+  for (int64_t k = 0; k < kc; ++k) {
     Vec bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = Vec::load_aligned(b + v * kVec);
+    for (int v = 0; v < NV; ++v)
+      bv[v] = BInPlace ? Vec::load_unaligned(b + boffs[k] + v * kVec)
+                       : Vec::load_aligned(b + k * kNR + v * kVec);
     for (int i = 0; i < M; ++i) {
-      const Vec ai(InPlace ? rows[i][k] : a[k * kMR + i]);
+      const Vec ai(AInPlace ? rows[i][k] : a[k * kMR + i]);
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
     }
   }
@@ -113,30 +118,42 @@ inline void micro_tile(int64_t kc, const float* a, const float* const* rows, con
       c[i * ldc + j] = beta != 0.0f ? tile[i][j] + beta * c[i * ldc + j] : tile[i][j];
 }
 
-using TileFn = void (*)(int64_t, const float*, const float* const*, const float*, float*, int64_t,
-                        float, float, int64_t);
+using TileFn = void (*)(int64_t, const float*, const float* const*, const float*, const int64_t*,
+                        float*, int64_t, float, float, int64_t);
 
-template <bool InPlace, int... Ms, int... Vs>
-constexpr auto make_tile_table(std::integer_sequence<int, Ms...>, std::integer_sequence<int, Vs...>) {
+template <bool AInPlace, bool BInPlace, int... Ms, int... Vs>
+constexpr auto make_tile_table(std::integer_sequence<int, Ms...>,
+                               std::integer_sequence<int, Vs...>) {
   // table[m - 1][nv - 1] computes an m-row, nv-vector tile.
   std::array<std::array<TileFn, sizeof...(Vs)>, sizeof...(Ms)> t{};
-  ([&]<int M>() { ((t[M][Vs] = &micro_tile<M + 1, Vs + 1, InPlace>), ...); }.template operator()<Ms>(),
-   ...);
+  (
+      [&]<int M>() {
+        ((t[M][Vs] = &micro_tile<M + 1, Vs + 1, AInPlace, BInPlace>), ...);
+      }.template operator()<Ms>(),
+      ...);
   return t;
 }
 
-inline constexpr auto kPackedTiles = make_tile_table<false>(std::make_integer_sequence<int, kMR>{},
-                                                            std::make_integer_sequence<int, kNV>{});
-inline constexpr auto kInPlaceTiles = make_tile_table<true>(std::make_integer_sequence<int, kMR>{},
-                                                            std::make_integer_sequence<int, kNV>{});
+template <bool AInPlace, bool BInPlace>
+inline constexpr auto kTiles = make_tile_table<AInPlace, BInPlace>(
+    std::make_integer_sequence<int, kMR>{}, std::make_integer_sequence<int, kNV>{});
 
 // ---- Operand sources. Coordinates are absolute within op(A) (M x K) and op(B) (K x N). -------
 // An A source either packs: in_place() false and pack(i0, mc, k0, kc, dst) writes
 // op(A)[i0:i0+mc, k0:k0+kc] as kMR-high micro-panels dst: [mc/kMR][kc][kMR]; or is read in place:
 // in_place() true and row(i) points at op(A)(i, 0), contiguous along k (rows need not be evenly
-// spaced). A B source packs: pack(k0, kc, j0, n, dst) writes op(B)[k0:k0+kc, j0:j0+n] (n <= kNR)
-// as one micro-panel dst: [kc][kNR], zero-filling columns n..kNR. conv supplies sources that read
-// im2col rows and columns straight from the image.
+// spaced). A B source is a callable packer: b(k0, kc, j0, n, dst) writes op(B)[k0:k0+kc, j0:j0+n]
+// (n <= kNR) as one micro-panel dst: [kc][kNR], zero-filling columns n..kNR. It may also expose its
+// rows in place, as base() and row_offset(k) with op(B)(k, j) = base()[row_offset(k) + j] (readable
+// for whole kNR-column panels); then, when A is read in place too, full panels are not packed at
+// all. conv supplies sources that read im2col rows and columns straight from the image.
+
+template <class B, class = void>
+struct HasRowsInPlace : std::false_type {};
+template <class B>
+struct HasRowsInPlace<B, std::void_t<decltype(std::declval<const B&>().row_offset(int64_t{})),
+                                     decltype(std::declval<const B&>().base())>> : std::true_type {
+};
 
 /// op(A) from a strided matrix, packed, or read in place when asked and contiguous along k.
 struct MatrixA {
@@ -145,7 +162,8 @@ struct MatrixA {
   bool in_place() const { return read_in_place && a.cs == 1; }
   const float* row(int64_t i) const { return a.at(i, 0); }
   void pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, float* dst) const {
-    pack_panels<kMR>(a.at(i0, k0), a.rs, a.cs, mc, kc, dst);  // op(A)[i0:+mc, k0:+kc] -> [mc/kMR][kc][kMR]
+    // op(A)[i0:i0+mc, k0:k0+kc] -> dst: [mc/kMR][kc][kMR]
+    pack_panels<kMR>(a.at(i0, k0), a.rs, a.cs, mc, kc, dst);
   }
 };
 
@@ -153,32 +171,43 @@ struct MatrixA {
 struct MatrixB {
   Operand b;
   void operator()(int64_t k0, int64_t kc, int64_t j0, int64_t n, float* dst) const {
-    pack_panels<kNR>(b.at(k0, j0), b.cs, b.rs, n, kc, dst);  // op(B)[k0:+kc, j0:+n] -> [kc][kNR]
+    // op(B)[k0:k0+kc, j0:j0+n] -> dst: [kc][kNR]
+    pack_panels<kNR>(b.at(k0, j0), b.cs, b.rs, n, kc, dst);
   }
 };
 
-/// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a packed kc x nc B block pb
-/// into C (mc x nc). A comes packed in pa, or in place from a_src. If pack_b is given, each B
-/// micro-panel (columns from j0) is first packed into pb just before its use, so that the first
-/// pass over a B block finds its panel in L1.
+/// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a kc x nc block of B
+/// (columns from j0) into C (mc x nc). A comes packed in pa, or in place from a_src. B comes in
+/// place when b_rows (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
+/// otherwise packed in pb, each micro-panel being packed by pack_b (if given) just before its
+/// use, so that the first pass over a B block finds its panel in L1.
 template <class ASrc, class PackB>
 inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, const float* pa,
-                         int64_t i0, float* pb, const PackB* pack_b, int64_t k0, int64_t j0,
-                         float* c, int64_t ldc, float alpha, float beta) {
-  const bool in_place = a_src.in_place();
+                         int64_t i0, float* pb, const PackB* pack_b, const float* b_rows,
+                         const int64_t* b_offs, int64_t k0, int64_t j0, float* c, int64_t ldc,
+                         float alpha, float beta) {
+  const bool a_in_place = a_src.in_place();
   const float* rows[kMR] = {};
   for (int64_t j = 0; j < nc; j += kNR) {
     const int64_t n = std::min<int64_t>(kNR, nc - j);
     const int64_t nv = (n + kVec - 1) / kVec;
-    if (pack_b) (*pack_b)(k0, kc, j0 + j, n, pb + j * kc);  // -> pb panel j / kNR: [kc][kNR]
+    const bool b_in_place = a_in_place && b_rows && n == kNR;
+    if (pack_b && !b_in_place) (*pack_b)(k0, kc, j0 + j, n, pb + j * kc);  // -> pb panel: [kc][kNR]
     for (int64_t i = 0; i < mc; i += kMR) {
       const int64_t m = std::min<int64_t>(kMR, mc - i);
-      if (in_place) {
-        for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
-        kInPlaceTiles[m - 1][nv - 1](kc, nullptr, rows, pb + j * kc, c + i * ldc + j, ldc, alpha, beta, n);
+      float* ct = c + i * ldc + j;
+      if (!a_in_place) {
+        kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, pb + j * kc, nullptr, ct, ldc,
+                                            alpha, beta, n);
+        continue;
+      }
+      for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
+      if (b_in_place) {
+        kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc,
+                                          alpha, beta, n);
       } else {
-        kPackedTiles[m - 1][nv - 1](kc, pa + i * kc, nullptr, pb + j * kc, c + i * ldc + j, ldc, alpha,
-                                    beta, n);
+        kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, pb + j * kc, nullptr, ct, ldc, alpha,
+                                           beta, n);
       }
     }
   }
@@ -191,22 +220,31 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
                         int64_t m0, int64_t n0, int64_t k0, float* c, int64_t ldc, float alpha,
                         float beta) {
   const int64_t kc_max = std::min(K, kKC);
-  float* pb = workspace(Scratch::gemm_b, static_cast<size_t>(kc_max * round_up(std::min(N, kNC), kNR)));
+  float* pb =
+      workspace(Scratch::gemm_b, static_cast<size_t>(kc_max * round_up(std::min(N, kNC), kNR)));
   float* pa = a_src.in_place()
                   ? nullptr
-                  : workspace(Scratch::gemm_a, static_cast<size_t>(kc_max * round_up(std::min(M, kMC), kMR)));
+                  : workspace(Scratch::gemm_a,
+                              static_cast<size_t>(kc_max * round_up(std::min(M, kMC), kMR)));
   for (int64_t jc = 0; jc < N; jc += kNC) {
     const int64_t nc = std::min(kNC, N - jc);
     for (int64_t pc = 0; pc < K; pc += kKC) {
       const int64_t kc = std::min(kKC, K - pc);
       const float beta_pc = pc == 0 ? beta : 1.0f;
+      int64_t b_offs[kKC];  // B rows read in place: op(B)(pc + k, j) = b_rows[b_offs[k] + j]
+      const float* b_rows = nullptr;
+      if constexpr (HasRowsInPlace<PackB>::value) {
+        b_rows = pack_b.base();
+        for (int64_t k = 0; k < kc; ++k) b_offs[k] = pack_b.row_offset(k0 + pc + k);
+      }
       for (int64_t ic = 0; ic < M; ic += kMC) {
         const int64_t mc = std::min(kMC, M - ic);
         // op(A)[ic:ic+mc, pc:pc+kc] -> pa: [mc/kMR][kc][kMR] (unless read in place)
         if (pa) a_src.pack(m0 + ic, mc, k0 + pc, kc, pa);
         // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
-        macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, ic == 0 ? &pack_b : nullptr, k0 + pc,
-                     n0 + jc, c + ic * ldc + jc, ldc, alpha, beta_pc);
+        // (or read in place through b_offs)
+        macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, ic == 0 ? &pack_b : nullptr, b_rows,
+                     b_offs, k0 + pc, n0 + jc, c + ic * ldc + jc, ldc, alpha, beta_pc);
       }
     }
   }
@@ -218,8 +256,8 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
 // weight gradient dW = dY * col^T). Instead a kDM x kDN tile of C keeps one SIMD accumulator per
 // element, streams kVec-wide slices of K from kDM rows of A and kDN rows of B, and reduces the
 // accumulators horizontally once per kKCDot slice.
-inline constexpr int kDM = 4;           // rows of A per dot tile
-inline constexpr int kDN = 6;           // rows of B (columns of C) per dot tile
+inline constexpr int kDM = 4;            // rows of A per dot tile
+inline constexpr int kDN = 6;            // rows of B (columns of C) per dot tile
 inline constexpr int64_t kKCDot = 2048;  // K slice between horizontal reductions
 
 /// Loads n < kVec floats from p, zero-filling the rest of the vector.
@@ -255,11 +293,12 @@ inline void dot_tile(int64_t K, const float* a, int64_t lda, const float* b, int
     }
 }
 
-using DotFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, float,
-                       float);
+using DotFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t,
+                       float, float);
 
 template <int... Ms, int... Ns>
-constexpr auto make_dot_table(std::integer_sequence<int, Ms...>, std::integer_sequence<int, Ns...>) {
+constexpr auto make_dot_table(std::integer_sequence<int, Ms...>,
+                              std::integer_sequence<int, Ns...>) {
   // table[m - 1][n - 1] computes an m x n tile.
   std::array<std::array<DotFn, sizeof...(Ns)>, sizeof...(Ms)> t{};
   ([&]<int M>() { ((t[M][Ns] = &dot_tile<M + 1, Ns + 1>), ...); }.template operator()<Ms>(), ...);
@@ -337,9 +376,11 @@ inline ThreadGrid thread_grid(int64_t M, int64_t N, int64_t K, int threads, bool
 template <class Body>
 inline void run_threads(int64_t M, int64_t N, int64_t K, bool dot, float* C, int64_t ldc,
                         float beta, Body&& body) {
-  // Below ~0.5 MFLOP a fork/join costs more than it saves.
-  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-  const int threads = flops < 5e5 || in_parallel() ? 1 : num_threads();
+  // Below ~2 MFLOP (a few microseconds on one core) a fork/join saves little, and costs a lot
+  // whenever a worker thread is not scheduled promptly.
+  const double flops =
+      2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  const int threads = flops < 2e6 || in_parallel() ? 1 : num_threads();
   if (threads <= 1) {
     body(0, M, 0, N, 0, K, C, ldc, beta);
     return;
@@ -348,12 +389,15 @@ inline void run_threads(int64_t M, int64_t N, int64_t K, bool dot, float* C, int
   const int64_t mr = dot ? kDM : kMR, nr = dot ? kDN : kNR;
   const int64_t mt = (M + mr - 1) / mr, nt = (N + nr - 1) / nr;
   // K slices 1..tk-1 accumulate into partial[tk - 1][M][N], summed into C below.
-  float* partial = g.tk > 1 ? workspace(Scratch::gemm_c, static_cast<size_t>((g.tk - 1) * M * N)) : nullptr;
+  float* partial =
+      g.tk > 1 ? workspace(Scratch::gemm_c, static_cast<size_t>((g.tk - 1) * M * N)) : nullptr;
   parallel_for(0, g.tm * g.tn * g.tk, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t ti = t / (g.tn * g.tk), tj = t / g.tk % g.tn, tk = t % g.tk;
-      const int64_t m0 = std::min(M, mt * ti / g.tm * mr), m1 = std::min(M, mt * (ti + 1) / g.tm * mr);
-      const int64_t n0 = std::min(N, nt * tj / g.tn * nr), n1 = std::min(N, nt * (tj + 1) / g.tn * nr);
+      const int64_t m0 = std::min(M, mt * ti / g.tm * mr),
+                    m1 = std::min(M, mt * (ti + 1) / g.tm * mr);
+      const int64_t n0 = std::min(N, nt * tj / g.tn * nr),
+                    n1 = std::min(N, nt * (tj + 1) / g.tn * nr);
       const int64_t k0 = K * tk / g.tk, k1 = K * (tk + 1) / g.tk;
       if (m0 >= m1 || n0 >= n1 || k0 >= k1) continue;
       if (tk == 0) {
@@ -368,7 +412,8 @@ inline void run_threads(int64_t M, int64_t N, int64_t K, bool dot, float* C, int
       float* ci = C + i * ldc;
       const float* pi = partial + (s * M + i) * N;
       int64_t j = 0;
-      for (; j + kVec <= N; j += kVec) (Vec::load_unaligned(ci + j) + Vec::load_unaligned(pi + j)).store_unaligned(ci + j);
+      for (; j + kVec <= N; j += kVec)
+        (Vec::load_unaligned(ci + j) + Vec::load_unaligned(pi + j)).store_unaligned(ci + j);
       for (; j < N; ++j) ci[j] += pi[j];
     }
 }
@@ -382,7 +427,8 @@ inline void gemm_packed(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
   run_threads(M, N, K, false, C, ldc, beta,
               [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t k0, int64_t k1, float* c,
                   int64_t ldc_c, float beta_c) {
-                gemm_serial(m1 - m0, n1 - n0, k1 - k0, a_src, pack_b, m0, n0, k0, c, ldc_c, alpha, beta_c);
+                gemm_serial(m1 - m0, n1 - n0, k1 - k0, a_src, pack_b, m0, n0, k0, c, ldc_c, alpha,
+                            beta_c);
               });
 }
 

@@ -14,12 +14,11 @@
 // width, at the price of (WQ - OW) / OW extra columns. Columns j < NW stay inside the tap's phase
 // of their channel's plane; depthwise vector loops may run up to kVec floats past NW (and past
 // the last plane: see kSlack), where outputs are discarded and gradients are fed zeros.
-#include <xsimd/xsimd.hpp>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
 #include <type_traits>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/params.hpp"
 #include "brecq/tensor/parallel.hpp"
@@ -46,17 +45,30 @@ struct WideGrid {
   static constexpr int64_t kMaxTaps = 64;
 
   int64_t H, W, ph, pw, sh, sw, dh, dw, KH, KW, OH, OW;
-  int64_t HQ, WQ;        // rows and columns of one phase
-  int64_t phase_size;    // (HQ + 1) * WQ
-  int64_t plane;         // sh * sw * phase_size: one padded channel
-  int64_t NW;            // OH * WQ wide output columns
+  int64_t HQ, WQ;                        // rows and columns of one phase
+  int64_t phase_size;                    // (HQ + 1) * WQ
+  int64_t plane;                         // sh * sw * phase_size: one padded channel
+  int64_t NW;                            // OH * WQ wide output columns
   std::array<int64_t, kMaxTaps> taps{};  // tap(t) when KH * KW <= kMaxTaps
 
   explicit WideGrid(const Conv2dGeometry& g)
-      : H(g.in_h), W(g.in_w), ph(g.pad_h), pw(g.pad_w), sh(g.stride_h), sw(g.stride_w),
-        dh(g.dilation_h), dw(g.dilation_w), KH(g.kernel_h), KW(g.kernel_w), OH(g.out_h()),
-        OW(g.out_w()), HQ((H + 2 * ph + sh - 1) / sh), WQ((W + 2 * pw + sw - 1) / sw),
-        phase_size((HQ + 1) * WQ), plane(sh * sw * phase_size), NW(OH * WQ) {
+      : H(g.in_h),
+        W(g.in_w),
+        ph(g.pad_h),
+        pw(g.pad_w),
+        sh(g.stride_h),
+        sw(g.stride_w),
+        dh(g.dilation_h),
+        dw(g.dilation_w),
+        KH(g.kernel_h),
+        KW(g.kernel_w),
+        OH(g.out_h()),
+        OW(g.out_w()),
+        HQ((H + 2 * ph + sh - 1) / sh),
+        WQ((W + 2 * pw + sw - 1) / sw),
+        phase_size((HQ + 1) * WQ),
+        plane(sh * sw * phase_size),
+        NW(OH * WQ) {
     if (KH * KW <= kMaxTaps)
       for (int64_t t = 0; t < KH * KW; ++t) taps[t] = tap_offset(t);
   }
@@ -112,15 +124,21 @@ struct WideGrid {
     std::array<Run, kMaxPhases> runs{};
     std::array<bool, kMaxPhases> rows{};
     for (int64_t phase = 0; phase < std::min(sw, kMaxPhases); ++phase) runs[phase] = run_of(phase);
-    for (int64_t phase = 0; phase < std::min(sh, kMaxPhases); ++phase) rows[phase] = row_used(phase);
-    const auto run_at = [&](int64_t phase) { return phase < kMaxPhases ? runs[phase] : run_of(phase); };
-    const auto row_at = [&](int64_t phase) { return phase < kMaxPhases ? rows[phase] : row_used(phase); };
+    for (int64_t phase = 0; phase < std::min(sh, kMaxPhases); ++phase)
+      rows[phase] = row_used(phase);
+    const auto run_at = [&](int64_t phase) {
+      return phase < kMaxPhases ? runs[phase] : run_of(phase);
+    };
+    const auto row_at = [&](int64_t phase) {
+      return phase < kMaxPhases ? rows[phase] : row_used(phase);
+    };
     for (int64_t c = c0; c < c1; ++c) {
       float* xc = xp + c * plane;
       if constexpr (ToPadded)
         for (int64_t a = 0; a < sh; ++a)
           for (int64_t b = 0; b < sw; ++b)
-            if (row_at(a) && run_at(b).used) std::fill_n(xc + (a * sw + b) * phase_size, phase_size, 0.0f);
+            if (row_at(a) && run_at(b).used)
+              std::fill_n(xc + (a * sw + b) * phase_size, phase_size, 0.0f);
       for (int64_t ih = 0, rp = ph % sh, rq = ph / sh; ih < H; ++ih) {  // padded row = rq * sh + rp
         auto* xr = x + (c * H + ih) * W;
         for (int64_t phase = 0; row_at(rp) && phase < sw; ++phase) {
@@ -142,7 +160,9 @@ struct WideGrid {
 
   /// Zeroes the slack after `channels` padded planes (transfer leaves it alone, so that channel
   /// ranges can be transferred concurrently).
-  void zero_slack(int64_t channels, float* xp) const { std::fill_n(xp + channels * plane, kSlack, 0.0f); }
+  void zero_slack(int64_t channels, float* xp) const {
+    std::fill_n(xp + channels * plane, kSlack, 0.0f);
+  }
 
   /// Rows [0, rows) of a [rows][ld] block: wide (row length NW, pitch WQ) to dense (OW per output
   /// row) or back; the widened copy zero-fills columns ow >= OW and the vector tail up to ld.
@@ -167,8 +187,8 @@ struct WideGrid {
 
 /// xp[row_offset(r) + j] += dcol[r][j] for j < NW and the im2col rows of channels [c0, c1)
 /// (col2im on the wide grid: dcol's columns past OW must be zero).
-inline void wide_col2im_add(const WideGrid& wg, const float* dcol, int64_t ld, int64_t c0, int64_t c1,
-                            float* xp) {
+inline void wide_col2im_add(const WideGrid& wg, const float* dcol, int64_t ld, int64_t c0,
+                            int64_t c1, float* xp) {
   using V = xsimd::batch<float>;
   constexpr int64_t kV = static_cast<int64_t>(V::size);
   const int64_t taps = wg.KH * wg.KW;
@@ -176,7 +196,8 @@ inline void wide_col2im_add(const WideGrid& wg, const float* dcol, int64_t ld, i
     float* d = xp + wg.row_offset(r);
     const float* s = dcol + r * ld;
     int64_t j = 0;
-    for (; j + kV <= wg.NW; j += kV) (V::load_unaligned(d + j) + V::load_unaligned(s + j)).store_unaligned(d + j);
+    for (; j + kV <= wg.NW; j += kV)
+      (V::load_unaligned(d + j) + V::load_unaligned(s + j)).store_unaligned(d + j);
     for (; j < wg.NW; ++j) d[j] += s[j];
   }
 }
