@@ -3,6 +3,7 @@
 // log_softmax has its own backward because it is numerically delicate and hot in training.
 #include <cmath>
 
+#include "brecq/kernels/lp.hpp"
 #include "brecq/ops/elementwise.hpp"
 #include "brecq/ops/reduce.hpp"
 
@@ -90,30 +91,13 @@ inline Tensor lp_loss(const Tensor& pred, const Tensor& target, float p, const T
   check(p > 0, "lp_loss: exponent must be > 0, got ", p);
   const double norm = 1.0 / static_cast<double>(pred.numel() / (pred.ndim() > 1 ? pred.dim(1) : 1));
   Tensor pc = pred.contiguous(), tc = target.contiguous(), wc = w.defined() ? w.contiguous() : Tensor();
-  const float* pp = pc.data<float>();
-  const float* pt = tc.data<float>();
   const float* pw = wc.defined() ? wc.data<float>() : nullptr;
-  const int64_t n = pred.numel();
-  auto term = [p](float d) { return p == 2.0f ? d * d : std::pow(std::fabs(d), p); };
-  double acc = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float d = pp[i] - pt[i];
-    acc += pw ? static_cast<double>(pw[i]) * pw[i] * term(d) : term(d);
-  }
-  Tensor out = Tensor::scalar(static_cast<float>(acc * norm));
+  const double dist = kernels::lp_distance(pc.data<float>(), tc.data<float>(), pw, pred.numel(), p);
+  Tensor out = Tensor::scalar(static_cast<float>(dist * norm));
   autograd::record("lp_loss", out, {&pred}, [pred, pc, tc, wc, p, norm](const Tensor& g) {
-    const float scale = static_cast<float>(g.item() * norm);
     Tensor dx = Tensor::empty(pred.shape());
-    const float* pp = pc.data<float>();
-    const float* pt = tc.data<float>();
-    const float* pw = wc.defined() ? wc.data<float>() : nullptr;
-    float* pd = dx.data<float>();
-    for (int64_t i = 0, n = pred.numel(); i < n; ++i) {
-      const float d = pp[i] - pt[i];
-      // d/dd |d|^p = p |d|^(p-1) sign(d)
-      const float dd = p == 2.0f ? 2.0f * d : (d == 0.0f ? 0.0f : p * std::pow(std::fabs(d), p - 1) * (d > 0 ? 1.0f : -1.0f));
-      pd[i] = scale * (pw ? pw[i] * pw[i] : 1.0f) * dd;
-    }
+    kernels::lp_distance_grad(pc.data<float>(), tc.data<float>(), wc.defined() ? wc.data<float>() : nullptr,
+                              pred.numel(), p, static_cast<float>(g.item() * norm), dx.data<float>());
     autograd::accumulate_grad(pred, dx);
   });
   return out;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "brecq/autograd/tape.hpp"
+#include "brecq/kernels/lp.hpp"
 #include "brecq/tensor/parallel.hpp"
 
 namespace brecq::quant {
@@ -71,15 +72,12 @@ inline std::pair<float, float> search_range(const float* p, int64_t n, const Qua
   if (c.init == RangeInit::minmax) return params(std::min(lo, 0.0f), std::max(hi, 0.0f));
   std::pair<float, float> best = params(lo, hi);
   double best_err = INFINITY;
-  const bool is_two = c.lp == 2.0f;
+  std::vector<float> xq(static_cast<size_t>(n));
   for (int i = 0; i < c.search_steps; ++i) {
     const float f = 1.0f - 0.01f * static_cast<float>(i);
     auto cand = params(lo * f, hi * f);
-    double err = 0.0;
-    for (int64_t k = 0; k < n; ++k) {
-      const double d = std::fabs(p[k] - fake_quant_value(p[k], cand.first, cand.second, qmax));
-      err += is_two ? d * d : std::pow(d, static_cast<double>(c.lp));
-    }
+    for (int64_t k = 0; k < n; ++k) xq[static_cast<size_t>(k)] = fake_quant_value(p[k], cand.first, cand.second, qmax);
+    const double err = kernels::lp_distance(p, xq.data(), nullptr, n, c.lp);
     if (err < best_err) best_err = err, best = cand;
   }
   return best;
@@ -127,39 +125,43 @@ inline Tensor fake_quantize(const Tensor& x, const UniformQuantizer& q) {
   const float* ps = q.scale.data<float>();
   const float* pz = q.zero_point.data<float>();
   float* py = out.data<float>();
-  parallel_for(0, x.numel(), 1 << 15, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const int64_t c = i / per;
-      py[i] = detail::fake_quant_value(px[i], ps[c], pz[c], qmax);
-    }
-  });
+  for (int64_t c = 0; c < C; ++c) {
+    const float s = ps[c], zp = pz[c];
+    parallel_for(c * per, (c + 1) * per, 1 << 14, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) py[i] = detail::fake_quant_value(px[i], s, zp, qmax);
+    });
+  }
   Tensor scale = q.scale, zp = q.zero_point;
   autograd::record("fake_quantize", out, {&x, &scale}, [x, xc, scale, zp, qmax, per](const Tensor& g) {
     Tensor gc = g.contiguous();
     const float* pg = gc.data<float>();
     const float* px = xc.data<float>();
-    const float* ps = scale.data<float>();
-    const float* pz = zp.data<float>();
-    const int64_t n = x.numel(), C = scale.numel();
+    const int64_t C = scale.numel();
     Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
-    std::vector<double> ds(static_cast<size_t>(C), 0.0);
     float* pdx = dx.defined() ? dx.data<float>() : nullptr;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t c = i / per;
-      const float r = std::nearbyint(px[i] / ps[c]);
-      const float qv = r + pz[c];
-      const bool inside = qv >= 0.0f && qv <= qmax;
-      if (pdx) pdx[i] = inside ? pg[i] : 0.0f;
-      // d/ds of (clamp(round(x/s) + zp) - zp) * s with round straight-through.
-      const float dyds = inside ? r - px[i] / ps[c] : std::min(std::max(qv, 0.0f), qmax) - pz[c];
-      ds[static_cast<size_t>(c)] += static_cast<double>(pg[i]) * dyds;
+    Tensor dscale = Tensor::zeros(scale.shape());
+    for (int64_t c = 0; c < C; ++c) {
+      const float s = scale.data<float>()[c], z = zp.data<float>()[c];
+      std::vector<double> partial(static_cast<size_t>(num_threads()), 0.0);
+      parallel_for(c * per, (c + 1) * per, 1 << 14, [&](int64_t b, int64_t e) {
+        double ds = 0.0;
+        for (int64_t i = b; i < e; ++i) {
+          const float v = px[i] / s;
+          const float r = std::nearbyint(v);
+          const float qv = r + z;
+          const bool inside = qv >= 0.0f && qv <= qmax;
+          if (pdx) pdx[i] = inside ? pg[i] : 0.0f;
+          // d/ds of (clamp(round(x/s) + zp) - zp) * s with round straight-through.
+          ds += pg[i] * (inside ? r - v : std::min(std::max(qv, 0.0f), qmax) - z);
+        }
+        partial[static_cast<size_t>(thread_index())] += ds;
+      });
+      double sum = 0.0;
+      for (double v : partial) sum += v;
+      dscale.data<float>()[c] = static_cast<float>(sum);
     }
     if (pdx) autograd::accumulate_grad(x, dx);
-    if (scale.requires_grad()) {
-      Tensor dst = Tensor::empty(scale.shape());
-      for (int64_t c = 0; c < C; ++c) dst.data<float>()[c] = static_cast<float>(ds[static_cast<size_t>(c)]);
-      autograd::accumulate_grad(scale, dst);
-    }
+    autograd::accumulate_grad(scale, dscale);
   });
   return out;
 }
