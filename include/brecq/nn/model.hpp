@@ -54,9 +54,9 @@ struct Block {
 /// (quantized weights), the activation-quantization points, and each layer's input and output
 /// (layer_output may record them, or replace the output, e.g. by a leaf to differentiate at).
 struct ForwardHooks {
-  std::function<Tensor(const Layer&)> weight;                     ///< default: layer.weight
-  std::function<Tensor(int point, const Tensor&)> activation;     ///< default: identity
-  std::function<Tensor(const Layer&, const Tensor& in, const Tensor& out)> layer_output;
+  std::function<Tensor(const Layer&)> weight{};                     ///< default: layer.weight
+  std::function<Tensor(int point, const Tensor&)> activation{};     ///< default: identity
+  std::function<Tensor(const Layer&, const Tensor& in, const Tensor& out)> layer_output{};
   bool training = false;  ///< BatchNorm uses batch statistics and updates running ones
 };
 

@@ -1,6 +1,5 @@
 #pragma once
-// xsimd versions of kernels/ref/lp.hpp: |d|^p as exp2(p log2 |d|) (xsimd::pow trips a GCC 12
-// false -Wuninitialized in its AVX-512 intrinsics), split over threads.
+// xsimd versions of kernels/ref/lp.hpp: |d|^p as exp2(p log2 |d|), split over threads.
 #include <xsimd/xsimd.hpp>
 
 #include <cmath>
@@ -9,11 +8,6 @@
 
 #include "brecq/kernels/ref/lp.hpp"
 #include "brecq/tensor/parallel.hpp"
-
-// GCC 12 flags its own AVX-512 intrinsics (_mm512_undefined_*), inlined through xsimd's
-// exp2/log2, as maybe-uninitialised; the warning is not about this code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace brecq::kernels::simd {
 
@@ -73,5 +67,3 @@ inline void lp_distance_grad(const float* a, const float* b, const float* w, int
 }
 
 }  // namespace brecq::kernels::simd
-
-#pragma GCC diagnostic pop
