@@ -183,8 +183,8 @@ inline Model make_resnet(const ResNetArch& arch, const ResNetOptions& o = {}) {
   if (!o.small_input_stem) pool = Pool2dParams{.kernel = 3, .stride = 2, .padding = 1};
   m.blocks.push_back(
       detail::stem_block("stem",
-                         detail::conv_bn({"conv1", "bn1", o.in_channels, o.base_width,
-                                          stem_kernel, stem_stride, 1, Activation::relu}),
+                         detail::conv_bn({"conv1", "bn1", o.in_channels, o.base_width, stem_kernel,
+                                          stem_stride, 1, Activation::relu}),
                          pool));
   int64_t channels = o.base_width, planes = o.base_width;
   int stage = 0;
