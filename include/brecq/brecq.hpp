@@ -26,3 +26,4 @@
 #include "brecq/io/safetensors.hpp"
 #include "brecq/io/transforms.hpp"
 #include "brecq/quant/brecq.hpp"
+#include "brecq/quant/compare.hpp"

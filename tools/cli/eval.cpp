@@ -20,41 +20,6 @@ namespace {
 
 using namespace brecq;
 
-/// A flat folder of images listed in <dir>/labels.txt, one "<class index> <file name>" per line
-/// (the layout of ../shared/data/imagenet-sample).
-class LabelListDataset {
- public:
-  LabelListDataset(const std::string& dir, ImagePreprocess preprocess) : preprocess_(preprocess) {
-    const std::string list = dir + "/labels.txt";
-    std::ifstream f(list);
-    check(f.is_open(), "cannot open '", list, "'");
-    std::string line;
-    for (int line_no = 1; std::getline(f, line); ++line_no) {
-      if (line.empty() || line[0] == '#') continue;
-      std::istringstream ls(line);
-      int label = -1;
-      std::string file;
-      ls >> label >> file;
-      check(!ls.fail() && label >= 0, "'", list, "' line ", line_no,
-            ": expected '<class index> <file>', got '", line, "'");
-      paths_.push_back(dir + "/" + file);
-      labels_.push_back(label);
-    }
-    check(!paths_.empty(), "'", list, "' lists no images");
-  }
-  int64_t size() const { return static_cast<int64_t>(paths_.size()); }
-  int max_label() const { return *std::max_element(labels_.begin(), labels_.end()); }
-  std::pair<Tensor, int> get(int64_t i) const {
-    const auto k = static_cast<size_t>(i);
-    return {preprocess_image(read_image(paths_[k]), preprocess_), labels_[k]};
-  }
-
- private:
-  ImagePreprocess preprocess_;
-  std::vector<std::string> paths_;
-  std::vector<int> labels_;
-};
-
 int run(const std::vector<std::string>& argv) {
   cli::Args args(
       "eval",
@@ -131,22 +96,11 @@ int run(const std::vector<std::string>& argv) {
     return y;
   };
   const nn::EvaluateParams eval_params{.batch = batch, .limit = limit};
-  nn::Accuracy acc;
-  std::string layout;
-  if (std::filesystem::exists(data + "/labels.txt")) {
-    const LabelListDataset ds(data, pre);
-    check(ds.max_label() < num_classes, "'", data, "/labels.txt' has class index ", ds.max_label(),
-          " but ", model_name, " has only ", num_classes, " outputs");
-    layout = "labels.txt";
-    acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
-  } else {
-    const ImageFolder ds(data, pre);
-    const auto classes = static_cast<int64_t>(ds.classes().size());
-    check(classes <= num_classes, "--data folder '", data, "' has ", classes, " classes but ",
-          model_name, " has only ", num_classes, " outputs");
-    layout = std::to_string(classes) + " class folders";
-    acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
-  }
+  const LabeledImages ds(data, pre);
+  check(ds.max_label() < num_classes, "--data folder '", data, "' has class index ", ds.max_label(),
+        " but ", model_name, " has only ", num_classes, " outputs");
+  const std::string layout = ds.layout();
+  const nn::Accuracy acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
   check(acc.images > 0, "--data folder '", data, "' gave no images");
 
   const double top1 = acc.top1_percent(), top5 = acc.top5_percent();

@@ -10,8 +10,10 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <span>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -272,6 +274,75 @@ inline Batch load_image_folder(const std::string& root, const LoadImageFolderPar
         "' holds only ", folder.size(), " images");
   if (p.limit > 0) order.resize(static_cast<size_t>(p.limit));
   return gather(folder, order);
+}
+
+/// Labelled images on disk in either layout: root/labels.txt with one "<class index> <file>" line
+/// per image (files relative to root; '#' lines are comments), else an ImageFolder
+/// (root/<class>/<image>, label = index of the class folder in sorted order).
+class LabeledImages {
+ public:
+  LabeledImages(const std::string& root, ImagePreprocess preprocess) : preprocess_(preprocess) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    check(fs::is_directory(root, ec), "LabeledImages: '", root, "' is not a folder");
+    const std::string list = (fs::path(root) / "labels.txt").string();
+    if (!fs::exists(list, ec)) {
+      const ImageFolder folder(root, preprocess);
+      for (int64_t i = 0; i < folder.size(); ++i) {
+        paths_.push_back(folder.path(i));
+        labels_.push_back(folder.label(i));
+      }
+      layout_ = std::to_string(folder.classes().size()) + " class folders";
+      return;
+    }
+    std::ifstream f(list);
+    check(f.is_open(), "LabeledImages: cannot open '", list, "'");
+    std::string line;
+    for (int line_no = 1; std::getline(f, line); ++line_no) {
+      if (line.empty() || line[0] == '#') continue;
+      std::istringstream ls(line);
+      int label = -1;
+      std::string file;
+      ls >> label >> file;
+      check(!ls.fail() && label >= 0, "LabeledImages: '", list, "' line ", line_no,
+            ": expected '<class index> <file>', got '", line, "'");
+      paths_.push_back((fs::path(root) / file).string());
+      labels_.push_back(label);
+    }
+    check(!paths_.empty(), "LabeledImages: '", list, "' lists no images");
+    layout_ = "labels.txt";
+  }
+
+  int64_t size() const { return static_cast<int64_t>(paths_.size()); }
+  int max_label() const { return *std::max_element(labels_.begin(), labels_.end()); }
+  /// "labels.txt" or "<n> class folders".
+  const std::string& layout() const { return layout_; }
+  const std::string& path(int64_t i) const { return paths_[index(i)]; }
+  /// Image i as float [3, H, W] after the preprocessing, with its label.
+  std::pair<Tensor, int> get(int64_t i) const {
+    return {preprocess_image(read_image(paths_[index(i)]), preprocess_), labels_[index(i)]};
+  }
+
+ private:
+  size_t index(int64_t i) const {
+    check(i >= 0 && i < size(), "LabeledImages: index ", i, " out of range for ", size(),
+          " images");
+    return static_cast<size_t>(i);
+  }
+  ImagePreprocess preprocess_;
+  std::vector<std::string> paths_;
+  std::vector<int> labels_;
+  std::string layout_;
+};
+
+/// `n` examples of `ds` chosen by seeded_permutation(ds.size(), seed), stacked into one batch.
+template <LabeledDataset D>
+inline Batch calibration_subset(const D& ds, int64_t n, uint64_t seed) {
+  check(n >= 1 && n <= ds.size(), "calibration_subset: asked for ", n, " images, expected 1..",
+        ds.size(), " (the dataset's size)");
+  std::vector<int64_t> order = seeded_permutation(ds.size(), seed);
+  order.resize(static_cast<size_t>(n));
+  return gather(ds, order);
 }
 
 }  // namespace brecq
