@@ -10,29 +10,16 @@
 #include <vector>
 
 #include "brecq/io/safetensors.hpp"
+#include "support.hpp"
 
 namespace fs = std::filesystem;
+using namespace brecq::test;
 using brecq::DType;
 using brecq::SafetensorsFile;
 using brecq::Shape;
 using brecq::Tensor;
 
 namespace {
-
-/// The message of the brecq::Error `f` throws, or "<no error>".
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const brecq::Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 /// 8-byte length + header + data bytes.
 std::vector<uint8_t> st_bytes(const std::string& header, size_t data_bytes, uint8_t fill = 0) {
@@ -48,21 +35,6 @@ std::string st_error(const std::string& header, size_t data_bytes) {
   return error_of(
       [&] { SafetensorsFile::from_bytes(st_bytes(header, data_bytes), "bad.safetensors"); });
 }
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() /
-           ("brecq_io_" + tag + "_" +
-            std::to_string(std::hash<std::string>{}(tag) ^ reinterpret_cast<uintptr_t>(this)));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::string shared_dir() { return BRECQ_SHARED_DIR; }
 
