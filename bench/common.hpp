@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 #include <xsimd/xsimd.hpp>
 
 #include "brecq/tensor/parallel.hpp"
@@ -37,6 +38,24 @@ inline double best_time(F&& f, int min_reps = 3) {
     best = std::min(best, now_s() - t0);
   }
   return best;
+}
+
+/// Median time of one call of f() over `samples` samples after a warm-up; each sample times
+/// enough back-to-back calls to last about 10 ms, so short kernels are not lost in timer noise.
+template <class F>
+inline double median_time(F&& f, int samples = 7) {
+  double t0 = now_s();
+  f();
+  const double first = std::max(now_s() - t0, 1e-7);
+  const int calls = std::clamp(static_cast<int>(0.01 / first), 1, 1000);
+  std::vector<double> t;
+  for (int s = 0; s < samples; ++s) {
+    t0 = now_s();
+    for (int c = 0; c < calls; ++c) f();
+    t.push_back((now_s() - t0) / calls);
+  }
+  std::nth_element(t.begin(), t.begin() + samples / 2, t.end());
+  return t[static_cast<size_t>(samples / 2)];
 }
 
 /// Lets OpenBLAS's worker threads, which spin for ~2^28 TSC ticks after a call, go to sleep

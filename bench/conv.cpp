@@ -1,6 +1,8 @@
 // Convolution throughput of the kernels::conv2d_* fast path (simd::), per layer and pass: forward,
 // input gradient and weight gradient, for the ResNet-20 (CIFAR, batch 32) block convs and a few
 // ResNet-18 / MobileNetV2 (224x224) layers including depthwise ones.
+// Writes a Markdown table (--out, default results/conv.md) and, beside it, a JSON file with each
+// layer's geometry and times, which bench/side_by_side.py reads to time PyTorch on the same layers.
 // Usage: conv [--out results/conv.md]
 #include "brecq/kernels/conv.hpp"
 
@@ -66,12 +68,14 @@ int main(int argc, char** argv) {
   };
 
   const double peak = measure_peak_gflops();
-  std::ostringstream os;
+  std::ostringstream os, js;
+  js << "{\"threads\": " << brecq::num_threads() << ", \"peak_gflops\": " << fmt("%.1f", peak)
+     << ", \"layers\": [\n";
   os << "# Convolution: kernels::conv2d_* (simd) per layer\n\n"
      << "Threads: " << brecq::num_threads()
      << ". FP32 peak (threads x one core's FMA-loop rate): " << fmt("%.1f", peak)
-     << " GFLOP/s. Times are the best of 3 rounds of best-of->=3 runs after a "
-     << "warm-up; "
+     << " GFLOP/s. Times are the median of 7 samples after a warm-up (a sample: back-to-back "
+     << "calls lasting about 10 ms); "
      << "GFLOP/s count 2 * N * C_out * OH * OW * (C_in / groups) * KH * KW per pass "
      << "(bias terms excluded; weight gradient without bias gradient).\n\n"
      << "| layer | N | fwd ms | fwd GFLOP/s | bwd-in ms | bwd-in GFLOP/s | bwd-w ms | bwd-w "
@@ -87,19 +91,21 @@ int main(int argc, char** argv) {
         b(g.out_channels, 0.0f);
     const double flops = 2.0 * static_cast<double>(ys) *
                          static_cast<double>(g.in_per_group() * g.kernel_h * g.kernel_w);
-    double tf = 1e30, ti = 1e30, tw = 1e30;
-    for (int round = 0; round < 3; ++round) {  // rounds: a busy machine rarely stays busy
-      tf = std::min(tf, best_time([&] {
-                      brecq::kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
-                    }));
-      ti = std::min(ti, best_time([&] {
-                      brecq::kernels::conv2d_backward_input(g, dy.data(), w.data(), dx.data());
-                    }));
-      tw = std::min(tw, best_time([&] {
-                      brecq::kernels::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(),
-                                                             nullptr);
-                    }));
-    }
+    const double tf = median_time([&] {
+      brecq::kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
+    });
+    const double ti = median_time([&] {
+      brecq::kernels::conv2d_backward_input(g, dy.data(), w.data(), dx.data());
+    });
+    const double tw = median_time([&] {
+      brecq::kernels::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
+    });
+    js << (&l == &layers.front() ? "" : ",\n") << "  {\"name\": \"" << l.name << "\", \"batch\": " << g.batch
+       << ", \"in_channels\": " << g.in_channels << ", \"hw\": " << g.in_h << ", \"out_channels\": "
+       << g.out_channels << ", \"kernel\": " << g.kernel_h << ", \"stride\": " << g.stride_h
+       << ", \"pad\": " << g.pad_h << ", \"groups\": " << g.groups << ", \"gflop\": " << fmt("%.6f", flops * 1e-9)
+       << ", \"forward_ms\": " << fmt("%.4f", tf * 1e3) << ", \"backward_input_ms\": " << fmt("%.4f", ti * 1e3)
+       << ", \"backward_weight_ms\": " << fmt("%.4f", tw * 1e3) << "}";
     std::ostringstream row;
     row << "| " << l.name << " | " << g.batch << " | " << fmt("%.3f", tf * 1e3) << " | "
         << fmt("%.1f", flops / tf * 1e-9) << " | " << fmt("%.3f", ti * 1e3) << " | "
@@ -110,5 +116,8 @@ int main(int argc, char** argv) {
     os << row.str();
   }
   std::cout << "\n";
-  emit(os.str(), out_path(argc, argv, "conv"));
+  js << "\n]}\n";
+  const std::string out = out_path(argc, argv, "conv");
+  emit(os.str(), out);
+  emit(js.str(), std::filesystem::path(out).replace_extension(".json").string());
 }
