@@ -77,38 +77,37 @@ int main(int argc, char** argv) try {
                                        {"--models", "resnet20,fashion"},
                                        {"--out", "results/ablation_granularity"}};
   for (int i = 1; i < argc; i += 2) {
-    check(f.count(argv[i]) && i + 1 < argc, "ablation_granularity: unknown flag or missing value at '", argv[i], "'");
+    check(f.count(argv[i]) && i + 1 < argc, "unknown flag or missing value at '", argv[i], "'");
     f[argv[i]] = argv[i + 1];
   }
   quant::ReconstructionSettings s;
-  s.iters_w = std::atol(f["--iters-w"].c_str());
-  s.iters_a = std::atol(f["--iters-a"].c_str());
-  s.seed = std::strtoull(f["--seed"].c_str(), nullptr, 10);
+  s.iters_w = bench::flag_int(f, "--iters-w");
+  s.iters_a = bench::flag_int(f, "--iters-a");
+  s.seed = static_cast<uint64_t>(bench::flag_int(f, "--seed"));
   s.progress = false;
-  check(s.iters_w > 0 && s.iters_a > 0, "ablation_granularity: --iters-w and --iters-a must be > 0");
+  check(s.iters_w > 0 && s.iters_a > 0, "--iters-w and --iters-a must be > 0");
 
   std::vector<std::string> models;
-  for (std::istringstream list(f["--models"]); models.emplace_back(), std::getline(list, models.back(), ',');)
-    check(models.back() == "resnet20" || models.back() == "fashion",
-          "ablation_granularity: --models expects a comma-separated list of resnet20 and fashion, got '",
+  std::istringstream list(f["--models"]);
+  for (std::string m; std::getline(list, m, ',');) {
+    check(m == "resnet20" || m == "fashion",
+          "--models expects a comma-separated list of resnet20 and fashion, got '",
           f["--models"], "'");
+    models.push_back(m);
+  }
   auto wanted = [&](const std::string& m) { return std::find(models.begin(), models.end(), m) != models.end(); };
 
+  // A missing file fails with its path named (load_weights / SafetensorsFile / load_image_folder).
   std::vector<Task> tasks;
-  const std::string weights = f["--shared"] + "/models/resnet20_cifar10.safetensors";
-  if (!wanted("resnet20")) {
-  } else if (std::filesystem::exists(weights)) {
+  if (wanted("resnet20")) {
     Task t{"ResNet-20 CIFAR-10", nn::make_model("resnet20_cifar"), Tensor(), Batch{}};
-    nn::load_weights(t.model, weights);
+    nn::load_weights(t.model, f["--shared"] + "/models/resnet20_cifar10.safetensors");
     t.calib = load_image_folder(f["--shared"] + "/data/cifar10/calib",
                                 {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed}).images;
     t.test = load_image_folder(f["--shared"] + "/data/cifar10/test", {.preprocess = ImagePreprocess::cifar()});
     tasks.push_back(std::move(t));
-  } else {
-    std::printf("SKIPPED ResNet-20: %s not found\n", weights.c_str());
   }
-  if (!wanted("fashion")) {
-  } else if (std::filesystem::exists(f["--fashion-model"])) {
+  if (wanted("fashion")) {
     SafetensorsFile file(f["--fashion-model"]);
     const int64_t width = file.info("conv1.weight").shape.at(0);
     Task t{"ResNet-18 Fashion-MNIST",
@@ -123,8 +122,6 @@ int main(int argc, char** argv) try {
     for (int64_t i = 0; i < test.size(); ++i) all[static_cast<size_t>(i)] = i;
     t.test = gather(test, all);
     tasks.push_back(std::move(t));
-  } else {
-    std::printf("SKIPPED Fashion-MNIST ResNet-18: %s not found\n", f["--fashion-model"].c_str());
   }
 
   std::vector<Result> results;

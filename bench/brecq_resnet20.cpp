@@ -23,18 +23,11 @@ std::map<std::string, std::string> parse_flags(int argc, char** argv) {
                                        {"--a-bits", "4"},      {"--loss", "mse"},      {"--granularity", "block"},
                                        {"--seed", "1029"},     {"--shared", "../shared"}, {"--out", ""}};
   for (int i = 1; i < argc; i += 2) {
-    check(f.count(argv[i]) && i + 1 < argc, "brecq_resnet20: unknown flag or missing value at '", argv[i],
+    check(f.count(argv[i]) && i + 1 < argc, "unknown flag or missing value at '", argv[i],
           "'; flags: --iters-w --iters-a --w-bits --a-bits --loss --granularity --seed --shared --out");
     f[argv[i]] = argv[i + 1];
   }
   return f;
-}
-
-int64_t to_int(const std::map<std::string, std::string>& f, const std::string& k) {
-  char* end = nullptr;
-  const long long v = std::strtoll(f.at(k).c_str(), &end, 10);
-  check(end && *end == '\0' && v >= 0, "brecq_resnet20: ", k, " expects a non-negative integer, got '", f.at(k), "'");
-  return v;
 }
 
 /// Multiply-accumulates per image of each layer (by id), from one forward pass.
@@ -65,13 +58,13 @@ int main(int argc, char** argv) try {
   nn::Model fp = nn::make_model("resnet20_cifar");
   nn::load_weights(fp, weights);
   quant::ReconstructionSettings s;
-  s.iters_w = to_int(f, "--iters-w");
-  s.iters_a = to_int(f, "--iters-a");
-  s.seed = static_cast<uint64_t>(to_int(f, "--seed"));
+  s.iters_w = bench::flag_int(f, "--iters-w");
+  s.iters_a = bench::flag_int(f, "--iters-a");
+  s.seed = static_cast<uint64_t>(bench::flag_int(f, "--seed"));
   s.loss = quant::parse_recon_loss(f.at("--loss"));
   s.progress = false;
-  const quant::QuantSettings qs{.w_bits = static_cast<int>(to_int(f, "--w-bits")),
-                                .a_bits = static_cast<int>(to_int(f, "--a-bits"))};
+  const quant::QuantSettings qs{.w_bits = static_cast<int>(bench::flag_int(f, "--w-bits")),
+                                .a_bits = static_cast<int>(bench::flag_int(f, "--a-bits"))};
   const Batch calib = load_image_folder(shared + "/data/cifar10/calib",
                                         {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed});
   const Batch test = load_image_folder(shared + "/data/cifar10/test", {.preprocess = ImagePreprocess::cifar()});

@@ -4,10 +4,12 @@
 // results/<name>.md).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -15,6 +17,7 @@
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
+#include "brecq/config.hpp"
 #include "brecq/tensor/parallel.hpp"
 
 namespace brecq::bench {
@@ -98,6 +101,14 @@ inline void emit(const std::string& text, const std::string& path) {
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   std::ofstream(p) << text;
   std::cout << "written to " << path << "\n";
+}
+
+/// The value of flag k in f as a non-negative integer, or an error naming the flag and the value.
+inline int64_t flag_int(const std::map<std::string, std::string>& f, const std::string& k) {
+  char* end = nullptr;
+  const long long v = std::strtoll(f.at(k).c_str(), &end, 10);
+  check(!f.at(k).empty() && *end == '\0' && v >= 0, k, " expects a non-negative integer, got '", f.at(k), "'");
+  return v;
 }
 
 inline std::string fmt(const char* f, double v) {
