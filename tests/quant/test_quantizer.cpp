@@ -1,7 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
+#include "brecq/autograd/gradcheck.hpp"
 #include "brecq/quant/adaround.hpp"
 #include "brecq/nn/optim.hpp"
 #include "brecq/ops/matmul.hpp"
@@ -87,6 +89,38 @@ TEST_CASE("AdaRound: alpha starts at the rounding remainder, hard rounding is fl
     CHECK(hard.data<float>()[i] == doctest::Approx(nearest.data<float>()[i]));  // alpha>=0 <=> frac>=.5
   }
   CHECK(unclipped > 12);
+}
+
+TEST_CASE("AdaRound soft weights and regulariser: gradients w.r.t. alpha match finite differences") {
+  Rng rng(31);
+  Tensor w = Tensor::randn(Shape{3, 10}, rng);
+  UniformQuantizer q{.config = {.bits = 2, .per_channel = true}};
+  init_range(q, w);
+  AdaRound a = AdaRound::init(w, q);
+  const Tensor alpha = a.alpha.detach();
+  auto with_alpha = [&](const Tensor& al) {
+    AdaRound b = a;
+    b.alpha = al;
+    return b;
+  };
+  // weighted so that clipped and unclipped elements both count
+  const autograd::GradcheckResult soft = autograd::gradcheck(
+      [&](const std::vector<Tensor>& in) { return with_alpha(in[0]).soft_weight(q); }, {alpha});
+  CHECK_MESSAGE(soft.ok, soft.message);
+  for (float beta : {20.0f, 4.0f, 2.0f}) {
+    CAPTURE(beta);
+    const autograd::GradcheckResult reg = autograd::gradcheck(
+        [&](const std::vector<Tensor>& in) { return with_alpha(in[0]).regularizer(beta); }, {alpha},
+        {.eps = 1e-3, .atol = 2e-3, .rtol = 2e-2});
+    CHECK_MESSAGE(reg.ok, reg.message);
+  }
+  // the regulariser's value: sum(1 - |2h - 1|^beta) recomputed from h
+  double expect = 0;
+  for (float al : alpha.to_vector()) {
+    const double h = std::clamp(1.2 / (1.0 + std::exp(-al)) - 0.1, 0.0, 1.0);
+    expect += 1.0 - std::pow(std::fabs(2 * h - 1), 2.0);
+  }
+  CHECK(a.regularizer(2.0f).item() == doctest::Approx(expect).epsilon(1e-4));
 }
 
 TEST_CASE("AdaRound on a least-squares problem finds better-than-nearest rounding") {

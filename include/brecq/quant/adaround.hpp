@@ -4,15 +4,15 @@
 // alpha initialised so that h(alpha) = frac(W/s), and the regulariser sum(1 - |2h - 1|^beta).
 #include <cmath>
 
+#include "brecq/kernels/adaround.hpp"
 #include "brecq/ops/elementwise.hpp"
-#include "brecq/ops/reduce.hpp"
 #include "brecq/quant/quantizer.hpp"
 
 namespace brecq::quant {
 
 struct AdaRoundConstants {
-  static constexpr float gamma = -0.1f;
-  static constexpr float zeta = 1.1f;
+  static constexpr float gamma = kernels::kAdaRoundGamma;
+  static constexpr float zeta = kernels::kAdaRoundZeta;
 };
 
 /// Learnable rounding of one weight tensor on top of an initialised per-channel quantizer.
@@ -42,18 +42,21 @@ struct AdaRound {
     return a;
   }
 
-  /// h(alpha) in [0, 1], differentiable.
-  Tensor soft_targets() const {
-    constexpr float g = AdaRoundConstants::gamma, z = AdaRoundConstants::zeta;
-    return clamp(add(mul(sigmoid(alpha), z - g), g), 0.0f, 1.0f);
-  }
-
-  /// Weights with soft rounding (during learning), differentiable w.r.t. alpha.
+  /// W_q = s (clamp(floor(W / s) + h(alpha) + z, 0, qmax) - z), differentiable in alpha (the
+  /// weight pass keeps the quantizer fixed). One fused pass, which also stores dW_q/dalpha for
+  /// the backward when alpha requires a gradient.
   Tensor soft_weight(const UniformQuantizer& q) const {
-    Shape cs = channel_shape(q, alpha);
-    Tensor s = q.scale.view(cs), zp = q.zero_point.view(cs);
-    Tensor qv = clamp(add(add(floor_q, soft_targets()), zp), 0.0f, q.qmax());
-    return mul(sub(qv, zp), s);
+    check(!q.scale.requires_grad() && !q.zero_point.requires_grad(),
+          "AdaRound::soft_weight: the weight quantizer is fixed while rounding is learned");
+    Tensor w = Tensor::empty(alpha.shape());
+    const bool grad = autograd::any_requires_grad({&alpha});
+    Tensor dw = grad ? Tensor::empty(alpha.shape()) : Tensor();
+    kernels::adaround_soft_weight(alpha.data<float>(), floor_q.data<float>(), q.scale.data<float>(),
+                                  q.zero_point.data<float>(), alpha.numel(), alpha.numel() / q.channels(),
+                                  q.qmax(), w.data<float>(), grad ? dw.data<float>() : nullptr);
+    autograd::record("adaround_soft_weight", w, {&alpha},
+                     [alpha = alpha, dw](const Tensor& g) { autograd::accumulate_grad(alpha, mul(g, dw)); });
+    return w;
   }
 
   /// Weights with hard rounding: up where alpha >= 0.
@@ -73,10 +76,14 @@ struct AdaRound {
     return out;
   }
 
-  /// lambda * sum(1 - |2h - 1|^beta), differentiable w.r.t. alpha.
+  /// sum(1 - |2 h(alpha) - 1|^beta), fused with its gradient like soft_weight.
   Tensor regularizer(float beta) const {
-    Tensor h = soft_targets();
-    return sum(1.0f - pow(abs(sub(mul(h, 2.0f), 1.0f)), beta));
+    Tensor d = Tensor::empty(alpha.shape());
+    Tensor out = Tensor::scalar(static_cast<float>(
+        kernels::adaround_regularizer(alpha.data<float>(), alpha.numel(), beta, d.data<float>())));
+    autograd::record("adaround_regularizer", out, {&alpha},
+                     [alpha = alpha, d](const Tensor& g) { autograd::accumulate_grad(alpha, mul(d, g.item())); });
+    return out;
   }
 };
 
