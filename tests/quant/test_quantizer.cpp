@@ -68,12 +68,25 @@ TEST_CASE("quantizer settings are validated with the offending value in the mess
   CHECK_THROWS_WITH_AS(init_range(q, x), doctest::Contains("got 9"), Error);
 }
 
+namespace {
+
+/// Random weights [3, per_channel], their initialised per-channel quantizer and AdaRound state.
+struct AdaRoundCase {
+  Tensor w;
+  UniformQuantizer q;
+  AdaRound a;
+  AdaRoundCase(uint64_t seed, int64_t per_channel, int bits) : q{.config = {.bits = bits, .per_channel = true}} {
+    Rng rng(seed);
+    w = Tensor::randn(Shape{3, per_channel}, rng);
+    init_range(q, w);
+    a = AdaRound::init(w, q);
+  }
+};
+
+}  // namespace
+
 TEST_CASE("AdaRound: alpha starts at the rounding remainder, hard rounding is floor or ceil") {
-  Rng rng(11);
-  Tensor w = Tensor::randn(Shape{3, 8}, rng);
-  UniformQuantizer q{.config = {.bits = 4, .per_channel = true}};
-  init_range(q, w);
-  AdaRound a = AdaRound::init(w, q);
+  auto [w, q, a] = AdaRoundCase(11, 8, 4);
   Tensor soft = a.soft_weight(q);
   Tensor hard = a.hard_weight(q);
   Tensor nearest = fake_quantize(w, q);
@@ -92,11 +105,7 @@ TEST_CASE("AdaRound: alpha starts at the rounding remainder, hard rounding is fl
 }
 
 TEST_CASE("AdaRound soft weights and regulariser: gradients w.r.t. alpha match finite differences") {
-  Rng rng(31);
-  Tensor w = Tensor::randn(Shape{3, 10}, rng);
-  UniformQuantizer q{.config = {.bits = 2, .per_channel = true}};
-  init_range(q, w);
-  AdaRound a = AdaRound::init(w, q);
+  auto [w, q, a] = AdaRoundCase(31, 10, 2);
   const Tensor alpha = a.alpha.detach();
   auto with_alpha = [&](const Tensor& al) {
     AdaRound b = a;
