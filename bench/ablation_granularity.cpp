@@ -144,7 +144,8 @@ int main(int argc, char** argv) try {
         eval_seconds = bench::now_s() - e0;
       }};
       quant::run_brecq(g, qm, t.calib, s, o);
-      Result w2a4{t.name, "W2A4", g, top1(), bench::now_s() - t0 - eval_seconds};
+      const double run_seconds = bench::now_s() - t0 - eval_seconds;  // before the final evaluation
+      Result w2a4{t.name, "W2A4", g, top1(), run_seconds};
       for (const Result& r : {w2, w2a4}) {
         std::printf("%-26s %-5s %-8s top-1 %6.2f %%  %7.1f s\n", t.name.c_str(), r.setting.c_str(), g, r.top1,
                     r.seconds);

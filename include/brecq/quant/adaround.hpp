@@ -10,11 +10,6 @@
 
 namespace brecq::quant {
 
-struct AdaRoundConstants {
-  static constexpr float gamma = kernels::kAdaRoundGamma;
-  static constexpr float zeta = kernels::kAdaRoundZeta;
-};
-
 /// Learnable rounding of one weight tensor on top of an initialised per-channel quantizer.
 struct AdaRound {
   Tensor floor_q;  ///< floor(W / s), same shape as W
@@ -31,7 +26,7 @@ struct AdaRound {
     const float* ps = q.scale.data<float>();
     float* pf = a.floor_q.data<float>();
     float* pa = a.alpha.data<float>();
-    constexpr float g = AdaRoundConstants::gamma, z = AdaRoundConstants::zeta;
+    constexpr float g = kernels::kAdaRoundGamma, z = kernels::kAdaRoundZeta;
     for (int64_t i = 0; i < w.numel(); ++i) {
       const float v = pw[i] / ps[i / per];
       pf[i] = std::floor(v);
