@@ -131,3 +131,22 @@ TEST_CASE("simd conv: ResNet-20-like layers, thread splits") {
   check_conv(geom(1, 16, 32, 32, 32, 3, 2, 1));  // batch 1: threads inside the image
   check_conv(geom(1, 16, 16, 16, 16, 3, 1, 1));  // ... stride 1
 }
+
+TEST_CASE("simd conv: Winograd F(4x4, 3x3) layers") {
+  namespace winograd = brecq::kernels::simd::winograd;
+  const Conv2dGeometry cases[] = {
+      geom(2, 16, 32, 32, 16, 3, 1, 1),  // ResNet-20 stage 1: many chunks per thread
+      geom(3, 64, 8, 8, 64, 3, 1, 1),    // stage 3: 2 x 2 tiles per image
+      geom(1, 12, 7, 7, 20, 3, 1, 1),    // partial tiles, channels not a whole vector, batch 1
+      geom(2, 9, 13, 10, 8, 3, 1, 0),    // no padding: 11 x 8 output
+      geom(2, 8, 6, 9, 11, 3, 1, 2),     // padding 2 (the input gradient's of padding 0)
+      geom(5, 24, 5, 11, 40, 3, 1, 1),   // odd batch split over threads
+  };
+  for (const Conv2dGeometry& g : cases) {
+    CHECK(winograd::applies(g));
+    check_conv(g);
+  }
+  CHECK_FALSE(winograd::applies(geom(2, 4, 8, 8, 16, 3, 1, 1)));   // too few input channels
+  CHECK_FALSE(winograd::applies(geom(2, 16, 8, 8, 16, 3, 2, 1)));  // strided
+  CHECK_FALSE(winograd::applies(geom(2, 16, 3, 3, 16, 3, 1, 1)));  // output smaller than a tile
+}

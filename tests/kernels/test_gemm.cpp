@@ -80,6 +80,11 @@ TEST_CASE("simd::sgemm across cache blocks and thread splits") {
   check_gemm({16, 144, 1030, {.trans_a = false, .trans_b = true}});
   check_gemm({20, 100, 1024, {}});  // 4 KiB rows of A: packed rather than read in place
   check_gemm({5, 7, 3000, {.trans_a = false, .trans_b = true, .alpha = 2.0f, .beta = 1.0f}});
+  // few rows of C and long rows of B: B blocks packed row by row (kNC-wide blocks, a tail panel)
+  check_gemm({16, 2071, 37, {.alpha = 1.0f, .beta = 0.5f}});
+  check_gemm({3, 1100, 300, {}});
+  // transposed B with whole vector squares along K, then a partial strip
+  check_gemm({40, 48, 77, {.trans_a = true, .trans_b = true}});
 }
 
 TEST_CASE("simd::sgemm degenerate shapes") {

@@ -119,6 +119,7 @@ struct GoldenCase {
   std::vector<Spec> inputs;
   std::function<Tensor(const Inputs&)> f;
   std::vector<size_t> mutated = {};  ///< inputs the op updates in place (running statistics)
+  double tol = 1e-5;                 ///< rtol = atol; 1e-4 where the op rounds differently by design
 };
 
 Tensor make_input(const Spec& s, Rng& rng) {
@@ -216,7 +217,9 @@ std::vector<GoldenCase> golden_cases() {
       {"conv_depthwise_x2", {U({1, 2, 5, 5}), U({4, 1, 3, 3})}, conv({.padding = 1, .groups = 2})},
       {"conv_1x1_stride2_batch1", {U({1, 3, 9, 7}), U({5, 3, 1, 1}), U({5})}, conv({.stride = 2})},
       {"conv_rect_kernel", {U({1, 3, 6, 7}), U({4, 3, 2, 3})}, conv({.padding = 1})},
-      {"conv_wide", {U({2, 8, 6, 19}), U({16, 8, 3, 3}), U({16})}, conv({.padding = 1})},
+      // 3x3 stride 1 with 8+ channels runs Winograd F(4x4, 3x3): its transforms scale values by
+      // up to 8 and 1/24, so it carries ~1e-5 relative rounding (weight gradient most).
+      {"conv_wide", {U({2, 8, 6, 19}), U({16, 8, 3, 3}), U({16})}, conv({.padding = 1}), {}, 1e-4},
       // pooling (24-bit uniform inputs: no ties inside a window)
       {"max_pool_k2", {U({2, 3, 6, 5})}, [](I x) { return max_pool2d(x[0], {.kernel = 2}); }},
       {"max_pool_k3_s2_p1", {U({1, 2, 7, 6})},
@@ -244,8 +247,6 @@ std::vector<GoldenCase> golden_cases() {
   // clang-format on
 }
 
-constexpr double kRtol = 1e-5, kAtol = 1e-5;
-
 }  // namespace
 
 TEST_CASE("brecq::Rng matches the script's splitmix64 port") {
@@ -272,15 +273,15 @@ TEST_CASE("every op matches PyTorch forward and backward") {
     check_close(Tensor::from_vector({static_cast<int64_t>(sums.size())}, sums),
                 c.name + "/input_sums", 1e-6, 1e-6);
     Tensor out = c.f(xs);
-    check_close(out, c.name + "/out", kRtol, kAtol);
+    check_close(out, c.name + "/out", c.tol, c.tol);
     backward(out, Tensor::uniform(out.shape(), rng, 0.5f, 1.5f));
     for (size_t i = 0; i < xs.size(); ++i) {
       if (!c.inputs[i].grad) continue;
       Tensor g = xs[i].grad().defined() ? xs[i].grad() : Tensor::zeros(xs[i].shape());
-      check_close(g, c.name + "/grad" + std::to_string(i), kRtol, kAtol);
+      check_close(g, c.name + "/grad" + std::to_string(i), c.tol, c.tol);
     }
     for (size_t i : c.mutated)
-      check_close(xs[i], c.name + "/after" + std::to_string(i), kRtol, kAtol);
+      check_close(xs[i], c.name + "/after" + std::to_string(i), c.tol, c.tol);
   }
 }
 

@@ -3,7 +3,8 @@
 // demand and kept until the thread exits, so hot loops never allocate. A slot is owned by one
 // kernel layer at a time and nested kernels use different slots: sgemm packs into gemm_a and
 // gemm_b and keeps K-split partial sums in gemm_c; conv writes im2col columns (or padded planes)
-// into col and per-thread partial weight gradients into reduce.
+// into col and per-thread partial weight gradients into reduce; Winograd keeps its blocked
+// planes, transformed weights and per-chunk tiles in the winograd_* slots.
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -13,7 +14,11 @@
 
 namespace brecq::kernels {
 
-enum class Scratch : int { gemm_a = 0, gemm_b, gemm_c, col, reduce, count };
+enum class Scratch : int {
+  gemm_a = 0, gemm_b, gemm_c, col, reduce,
+  winograd_in, winograd_out, winograd_u, winograd_v, winograd_m,  // simd/winograd.hpp
+  count
+};
 
 namespace detail {
 

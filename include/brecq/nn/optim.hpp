@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "brecq/autograd/tape.hpp"
+#include "brecq/tensor/parallel.hpp"
 
 namespace brecq {
 
@@ -97,6 +98,9 @@ class Adam : public Optimizer {
     const double bc2 = 1.0 - std::pow(static_cast<double>(p_.beta2), t_);
     const float step = static_cast<float>(lr_ / bc1);
     const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+    // Settings copied to locals and pointers captured by value: the loop then vectorises (the
+    // compiler cannot assume that stores to m, v, w leave members of *this unchanged).
+    const float beta1 = p_.beta1, beta2 = p_.beta2, decay = p_.weight_decay, eps = p_.eps;
     for (size_t k = 0; k < params_.size(); ++k) {
       Tensor g = params_[k].grad();
       if (!g.defined()) continue;
@@ -104,12 +108,14 @@ class Adam : public Optimizer {
       const float* pg = g.data<float>();
       float* m = m_[k].data<float>();
       float* v = v_[k].data<float>();
-      for (int64_t i = 0, n = params_[k].numel(); i < n; ++i) {
-        const float d = pg[i] + p_.weight_decay * w[i];
-        m[i] = p_.beta1 * m[i] + (1 - p_.beta1) * d;
-        v[i] = p_.beta2 * v[i] + (1 - p_.beta2) * d * d;
-        w[i] -= step * m[i] / (std::sqrt(v[i]) / bc2_sqrt + p_.eps);
-      }
+      parallel_for(0, params_[k].numel(), 1 << 14, [=](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const float d = pg[i] + decay * w[i];
+          m[i] = beta1 * m[i] + (1 - beta1) * d;
+          v[i] = beta2 * v[i] + (1 - beta2) * d * d;
+          w[i] -= step * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
+        }
+      });
     }
   }
   int64_t steps() const { return t_; }

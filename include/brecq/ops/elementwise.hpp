@@ -3,6 +3,7 @@
 // with the same ops (under NoGrad), so each is a line or two.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "brecq/ops/broadcast.hpp"
 #include "brecq/tensor/parallel.hpp"
@@ -13,14 +14,15 @@ namespace detail {
 
 constexpr int64_t kElementwiseGrain = 1 << 15;
 
-/// out[i] = f(a[i]) over a contiguous copy of a.
+/// out[i] = f(a[i]) over a contiguous copy of a. (The loops below capture their pointers by value,
+/// so that stores through y cannot be assumed to change them and the loops vectorise.)
 template <typename F>
 inline Tensor map_unary(const Tensor& a, F f) {
   Tensor ac = a.contiguous();
   Tensor out = Tensor::empty(a.shape());
   const float* x = ac.data<float>();
   float* y = out.data<float>();
-  parallel_for(0, a.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+  parallel_for(0, a.numel(), kElementwiseGrain, [&, x, y](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) y[i] = f(x[i]);
   });
   return out;
@@ -37,7 +39,7 @@ inline Tensor map_binary(std::string_view op, const Tensor& a, const Tensor& b, 
   const float* pa = a.data<float>();
   const float* pb = b.data<float>();
   if (a.shape() == shape && b.shape() == shape && a.is_contiguous() && b.is_contiguous()) {
-    parallel_for(0, out.numel(), kElementwiseGrain, [&](int64_t s, int64_t e) {
+    parallel_for(0, out.numel(), kElementwiseGrain, [&, y, pa, pb](int64_t s, int64_t e) {
       for (int64_t i = s; i < e; ++i) y[i] = f(pa[i], pb[i]);
     });
   } else if (b.numel() == 1 && a.shape() == shape && a.is_contiguous()) {
@@ -129,7 +131,9 @@ inline Tensor operator-(const Tensor& a) { return neg(a); }
 
 // ---- unary -------------------------------------------------------------------------------------
 
-/// Records y = f(x) with dy/dx given by dfdx(x, y) evaluated element-wise.
+/// Records y = f(x) with dy/dx given by dfdx(x, y) evaluated element-wise, or, when dfdx takes
+/// (x, y, g), with the input gradient dfdx(x, y, g) itself (masks such as relu's then select g
+/// instead of multiplying by 0 or 1, which vectorises).
 template <typename F, typename D>
 inline Tensor unary_op(const char* op, const Tensor& x, F f, D dfdx) {
   check(x.dtype() == DType::f32, op, ": expects an f32 tensor, got ", dtype_name(x.dtype()));
@@ -141,8 +145,16 @@ inline Tensor unary_op(const char* op, const Tensor& x, F f, D dfdx) {
     const float* py = out.data<float>();
     const float* pg = gc.data<float>();
     float* pd = dx.data<float>();
-    parallel_for(0, x.numel(), detail::kElementwiseGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) pd[i] = pg[i] * dfdx(px[i], py[i]);
+    // Pointers captured by value: through a reference the compiler must assume that the stores
+    // to pd may change them, and keeps the loop scalar.
+    parallel_for(0, x.numel(), detail::kElementwiseGrain, [&, px, py, pg, pd](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        if constexpr (std::is_invocable_v<D, float, float, float>) {
+          pd[i] = dfdx(px[i], py[i], pg[i]);
+        } else {
+          pd[i] = pg[i] * dfdx(px[i], py[i]);
+        }
+      }
     });
     autograd::accumulate_grad(x, dx);
   });
@@ -154,11 +166,11 @@ inline Tensor neg(const Tensor& a) {
 }
 inline Tensor relu(const Tensor& a) {
   return unary_op("relu", a, [](float x) { return x > 0 ? x : 0.0f; },
-                  [](float x, float) { return x > 0 ? 1.0f : 0.0f; });
+                  [](float x, float, float g) { return x > 0 ? g : 0.0f; });
 }
 inline Tensor relu6(const Tensor& a) {
   return unary_op("relu6", a, [](float x) { return std::min(std::max(x, 0.0f), 6.0f); },
-                  [](float x, float) { return x > 0 && x < 6 ? 1.0f : 0.0f; });
+                  [](float x, float, float g) { return x > 0 && x < 6 ? g : 0.0f; });
 }
 inline Tensor sigmoid(const Tensor& a) {
   return unary_op("sigmoid", a, [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
@@ -168,7 +180,7 @@ inline Tensor sigmoid(const Tensor& a) {
 inline Tensor clamp(const Tensor& a, float lo, float hi) {
   check(lo <= hi, "clamp: lower bound ", lo, " exceeds upper bound ", hi);
   return unary_op("clamp", a, [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
-                  [lo, hi](float x, float) { return x >= lo && x <= hi ? 1.0f : 0.0f; });
+                  [lo, hi](float x, float, float g) { return x >= lo && x <= hi ? g : 0.0f; });
 }
 inline Tensor abs(const Tensor& a) {
   return unary_op("abs", a, [](float x) { return std::fabs(x); },

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "brecq/autograd/tape.hpp"
+#include "brecq/kernels/fake_quant.hpp"
 #include "brecq/kernels/lp.hpp"
 #include "brecq/tensor/parallel.hpp"
 
@@ -49,13 +50,6 @@ struct UniformQuantizer {
 
 namespace detail {
 
-/// Quantize-dequantize one value.
-inline float fake_quant_value(float x, float s, float zp, float qmax) {
-  float q = std::nearbyint(x / s) + zp;
-  q = std::min(std::max(q, 0.0f), qmax);
-  return (q - zp) * s;
-}
-
 /// Best (scale, zero point) for the values p[0..n) under config.
 inline std::pair<float, float> search_range(const float* p, int64_t n, const QuantizerConfig& c) {
   float lo = p[0], hi = p[0];
@@ -76,7 +70,7 @@ inline std::pair<float, float> search_range(const float* p, int64_t n, const Qua
   for (int i = 0; i < c.search_steps; ++i) {
     const float f = 1.0f - 0.01f * static_cast<float>(i);
     auto cand = params(lo * f, hi * f);
-    for (int64_t k = 0; k < n; ++k) xq[static_cast<size_t>(k)] = fake_quant_value(p[k], cand.first, cand.second, qmax);
+    kernels::fake_quant(p, n, cand.first, cand.second, qmax, xq.data());
     const double err = kernels::lp_distance(p, xq.data(), nullptr, n, c.lp);
     if (err < best_err) best_err = err, best = cand;
   }
@@ -125,12 +119,7 @@ inline Tensor fake_quantize(const Tensor& x, const UniformQuantizer& q) {
   const float* ps = q.scale.data<float>();
   const float* pz = q.zero_point.data<float>();
   float* py = out.data<float>();
-  for (int64_t c = 0; c < C; ++c) {
-    const float s = ps[c], zp = pz[c];
-    parallel_for(c * per, (c + 1) * per, 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) py[i] = detail::fake_quant_value(px[i], s, zp, qmax);
-    });
-  }
+  for (int64_t c = 0; c < C; ++c) kernels::fake_quant(px + c * per, per, ps[c], pz[c], qmax, py + c * per);
   Tensor scale = q.scale, zp = q.zero_point;
   autograd::record("fake_quantize", out, {&x, &scale}, [x, xc, scale, zp, qmax, per](const Tensor& g) {
     Tensor gc = g.contiguous();
@@ -140,26 +129,10 @@ inline Tensor fake_quantize(const Tensor& x, const UniformQuantizer& q) {
     Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
     float* pdx = dx.defined() ? dx.data<float>() : nullptr;
     Tensor dscale = Tensor::zeros(scale.shape());
-    for (int64_t c = 0; c < C; ++c) {
-      const float s = scale.data<float>()[c], z = zp.data<float>()[c];
-      std::vector<double> partial(static_cast<size_t>(num_threads()), 0.0);
-      parallel_for(c * per, (c + 1) * per, 1 << 14, [&](int64_t b, int64_t e) {
-        double ds = 0.0;
-        for (int64_t i = b; i < e; ++i) {
-          const float v = px[i] / s;
-          const float r = std::nearbyint(v);
-          const float qv = r + z;
-          const bool inside = qv >= 0.0f && qv <= qmax;
-          if (pdx) pdx[i] = inside ? pg[i] : 0.0f;
-          // d/ds of (clamp(round(x/s) + zp) - zp) * s with round straight-through.
-          ds += pg[i] * (inside ? r - v : std::min(std::max(qv, 0.0f), qmax) - z);
-        }
-        partial[static_cast<size_t>(thread_index())] += ds;
-      });
-      double sum = 0.0;
-      for (double v : partial) sum += v;
-      dscale.data<float>()[c] = static_cast<float>(sum);
-    }
+    for (int64_t c = 0; c < C; ++c)  // d/ds with the rounding straight-through
+      dscale.data<float>()[c] = static_cast<float>(kernels::fake_quant_backward(
+          px + c * per, pg + c * per, per, scale.data<float>()[c], zp.data<float>()[c], qmax,
+          pdx ? pdx + c * per : nullptr));
     if (pdx) autograd::accumulate_grad(x, dx);
     autograd::accumulate_grad(scale, dscale);
   });

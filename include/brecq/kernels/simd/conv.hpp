@@ -1,6 +1,7 @@
 #pragma once
 // SIMD 2-D convolution with the contracts of ref::conv2d_*: NCHW input, (C_out, C_in/groups, KH,
-// KW) weights. Depthwise layers go to simd/depthwise.hpp; every other layer is one GEMM per image
+// KW) weights. 3x3 stride-1 layers go to simd/winograd.hpp (all three passes: the input gradient
+// is a stride-1 forward), depthwise ones to simd/depthwise.hpp; every other layer is one GEMM per image
 // and group over the im2col matrix col [K][P] (K = cig * KH * KW, P = OH * OW):
 //   forward          y_g  [cog][P]  = w_g [cog][K] * col [K][P]
 //   input gradient   dcol [K][P]    = w_g^T [K][cog] * dy_g [cog][P], then dx_g = col2im(dcol);
@@ -20,6 +21,7 @@
 #include "brecq/kernels/simd/depthwise.hpp"
 #include "brecq/kernels/simd/gemm.hpp"
 #include "brecq/kernels/simd/im2col.hpp"
+#include "brecq/kernels/simd/winograd.hpp"
 #include "brecq/kernels/workspace.hpp"
 #include "brecq/tensor/parallel.hpp"
 
@@ -206,6 +208,7 @@ inline void weight_grad_images(const Conv2dGeometry& g, const ConvGemm& s, const
 /// y[n, co, oh, ow] = bias[co] + sum x[n, ci, ih, iw] * w[co, ci_g, kh, kw]; bias may be null.
 inline void conv2d_forward(const Conv2dGeometry& g, const float* x, const float* w,
                            const float* bias, float* y) {
+  if (winograd::applies(g)) return winograd::forward(g, x, w, bias, y);
   if (g.is_depthwise()) return depthwise_forward(g, x, w, bias, y);
   detail::forward_gemm(g, x, w, bias, y);
 }
@@ -274,6 +277,7 @@ inline void conv2d_backward_weight(const Conv2dGeometry& g, const float* x, cons
         dbias[co] = static_cast<float>(acc);
       }
     });
+  if (winograd::applies(g)) return winograd::backward_weight(g, x, dy, dw);
   // Thread t sums images [batch * t / T, batch * (t + 1) / T) into its own transposed buffer,
   // dwt: [T][groups][K][cog]; then dw[grp * cog + co][r] = sum_t dwt[t][grp][r][co].
   const int64_t dw_size = CO * s.K, T = images_in_parallel(g.batch) ? num_threads() : 1;

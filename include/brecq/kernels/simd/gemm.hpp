@@ -13,11 +13,13 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <utility>
 #include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/params.hpp"
+#include "brecq/kernels/simd/transpose.hpp"
 #include "brecq/kernels/workspace.hpp"
 #include "brecq/tensor/parallel.hpp"
 
@@ -27,8 +29,16 @@ namespace detail {
 
 using Vec = xsimd::batch<float>;
 inline constexpr int kVec = static_cast<int>(Vec::size);
-inline constexpr int kMR = 8;           // rows of C per register tile
-inline constexpr int kNV = 2;           // SIMD vectors per register-tile row
+/// SIMD registers of the target: 32 with AVX-512 and AArch64 NEON, 16 with AVX2/SSE. The register
+/// tiles are sized to fit (accumulators + operand vectors + a broadcast), as a spilled accumulator
+/// halves the FMA rate (measured on Zen 3: an 8 x 16 AVX2 tile ran at 50 % of peak).
+inline constexpr int kVecRegisters =
+    std::is_base_of_v<xsimd::avx512f, xsimd::default_arch> ||
+            std::is_base_of_v<xsimd::neon64, xsimd::default_arch>
+        ? 32
+        : 16;
+inline constexpr int kMR = kVecRegisters >= 32 ? 8 : 6;  // rows of C per register tile
+inline constexpr int kNV = 2;                           // SIMD vectors per register-tile row
 inline constexpr int kNR = kNV * kVec;  // columns of C per register tile
 inline constexpr int64_t kKC = 256;   // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
 inline constexpr int64_t kMC = 192;   // rows of a packed A block (kMC x kKC in L2)
@@ -57,10 +67,28 @@ inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int
       for (int64_t k = 0; k < kc; ++k)
         for (int v = 0; v < W; v += kVec)
           Vec::load_unaligned(s + k * sk + v).store_aligned(dst + k * W + v);
+    } else if (sx == 1 && w == W) {
+      // Contiguous along x, W not a whole number of vectors: one W-float copy per k.
+      for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * W, s + k * sk, sizeof(float) * W);
+    } else if (sx == 1) {
+      for (int64_t k = 0; k < kc; ++k) {  // ... a partial panel: w floats, then zeros
+        std::memcpy(dst + k * W, s + k * sk, sizeof(float) * static_cast<size_t>(w));
+        std::fill(dst + k * W + w, dst + (k + 1) * W, 0.0f);
+      }
     } else if (sk == 1) {
       // Contiguous along k (transposed operand): transpose kVec-deep strips so that each source
-      // row is read in short contiguous runs while the written lines stay in L1.
-      for (int64_t k0 = 0; k0 < kc; k0 += kVec) {
+      // row is read in short contiguous runs while the written lines stay in L1; whole
+      // kVec x kVec squares in registers.
+      int64_t k0 = 0;
+      if (w == W && W % kVec == 0)
+        for (; k0 + kVec <= kc; k0 += kVec)
+          for (int64_t xv = 0; xv < W; xv += kVec) {
+            Vec r[kVec];  // r[x]: x-th row, kVec values of k -> r[k]: kVec values of x
+            for (int64_t x = 0; x < kVec; ++x) r[x] = Vec::load_unaligned(s + (xv + x) * sx + k0);
+            transpose_square(r);
+            for (int64_t k = 0; k < kVec; ++k) r[k].store_aligned(dst + (k0 + k) * W + xv);
+          }
+      for (; k0 < kc; k0 += kVec) {
         const int64_t kb = std::min<int64_t>(kVec, kc - k0);
         for (int64_t x = 0; x < w; ++x)
           for (int64_t k = 0; k < kb; ++k) dst[(k0 + k) * W + x] = s[x * sx + k0 + k];
@@ -174,30 +202,69 @@ struct MatrixB {
     // op(B)[k0:k0+kc, j0:j0+n] -> dst: [kc][kNR]
     pack_panels<kNR>(b.at(k0, j0), b.cs, b.rs, n, kc, dst);
   }
+  /// Whether pack_block reads rows of op(B) in one sequential pass.
+  bool rows_contiguous() const { return b.cs == 1; }
+  /// op(B)[k0:k0+kc, j0:j0+nc] -> dst: [ceil(nc/kNR)][kc][kNR], row by row: one sequential read
+  /// stream, where panel-by-panel packing reads kc rows at once (each on its own page, when rows
+  /// are long), which the prefetchers cannot follow.
+  void pack_block(int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) const {
+    const int64_t full = nc / kNR * kNR;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* row = b.at(k0 + k, j0);
+      for (int64_t j = 0; j < full; j += kNR)
+        for (int v = 0; v < kNR; v += kVec)
+          Vec::load_unaligned(row + j + v).store_aligned(dst + (j / kNR * kc + k) * kNR + v);
+    }
+    if (full < nc) (*this)(k0, kc, j0 + full, nc - full, dst + full / kNR * kc * kNR);
+  }
 };
+
+template <class B, class = void>
+struct HasPackBlock : std::false_type {};
+template <class B>
+struct HasPackBlock<B, std::void_t<decltype(std::declval<const B&>().rows_contiguous())>>
+    : std::true_type {};
+
+/// op(B) packed ahead of time by pack_b_panels, for a B that many products share (Winograd's
+/// transformed weights): panels [ceil(N / kNR)][K][kNR], K the full depth.
+struct PackedB {
+  float* panels;
+  int64_t K;
+};
+
+/// Floats pack_b_panels writes for a K x N op(B).
+inline int64_t packed_b_floats(int64_t K, int64_t N) { return round_up(N, kNR) * K; }
+
+/// dst: [ceil(N / kNR)][K][kNR] = op(B) (K x N) in micro-panels, zero-padded past column N.
+inline void pack_b_panels(Operand b, int64_t K, int64_t N, float* dst) {
+  pack_panels<kNR>(b.p, b.cs, b.rs, N, K, dst);
+}
 
 /// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a kc x nc block of B
 /// (columns from j0) into C (mc x nc). A comes packed in pa, or in place from a_src. B comes in
 /// place when b_rows (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
-/// otherwise packed in pb, each micro-panel being packed by pack_b (if given) just before its
-/// use, so that the first pass over a B block finds its panel in L1.
+/// otherwise packed in pb (panel p at pb + p * pb_stride), each micro-panel being packed by
+/// pack_b (if given) just before its use, so that the first pass over a B block finds its panel
+/// in L1.
 template <class ASrc, class PackB>
 inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, const float* pa,
-                         int64_t i0, float* pb, const PackB* pack_b, const float* b_rows,
-                         const int64_t* b_offs, int64_t k0, int64_t j0, float* c, int64_t ldc,
-                         float alpha, float beta) {
+                         int64_t i0, float* pb, int64_t pb_stride, const PackB* pack_b,
+                         const float* b_rows, const int64_t* b_offs, int64_t k0, int64_t j0,
+                         float* c, int64_t ldc, float alpha, float beta) {
   const bool a_in_place = a_src.in_place();
   const float* rows[kMR] = {};
   for (int64_t j = 0; j < nc; j += kNR) {
     const int64_t n = std::min<int64_t>(kNR, nc - j);
     const int64_t nv = (n + kVec - 1) / kVec;
     const bool b_in_place = a_in_place && b_rows && n == kNR;
-    if (pack_b && !b_in_place) (*pack_b)(k0, kc, j0 + j, n, pb + j * kc);  // -> pb panel: [kc][kNR]
+    float* panel = pb + j / kNR * pb_stride;
+    if constexpr (!std::is_same_v<PackB, PackedB>)
+      if (pack_b && !b_in_place) (*pack_b)(k0, kc, j0 + j, n, panel);  // -> panel: [kc][kNR]
     for (int64_t i = 0; i < mc; i += kMR) {
       const int64_t m = std::min<int64_t>(kMR, mc - i);
       float* ct = c + i * ldc + j;
       if (!a_in_place) {
-        kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, pb + j * kc, nullptr, ct, ldc,
+        kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, panel, nullptr, ct, ldc,
                                             alpha, beta, n);
         continue;
       }
@@ -206,7 +273,7 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
         kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc,
                                           alpha, beta, n);
       } else {
-        kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, pb + j * kc, nullptr, ct, ldc, alpha,
+        kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, panel, nullptr, ct, ldc, alpha,
                                            beta, n);
       }
     }
@@ -219,9 +286,11 @@ template <class ASrc, class PackB>
 inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, const PackB& pack_b,
                         int64_t m0, int64_t n0, int64_t k0, float* c, int64_t ldc, float alpha,
                         float beta) {
+  constexpr bool prepacked = std::is_same_v<PackB, PackedB>;
   const int64_t kc_max = std::min(K, kKC);
-  float* pb =
-      workspace(Scratch::gemm_b, static_cast<size_t>(kc_max * round_up(std::min(N, kNC), kNR)));
+  float* pb = prepacked ? nullptr
+                        : workspace(Scratch::gemm_b,
+                                    static_cast<size_t>(kc_max * round_up(std::min(N, kNC), kNR)));
   float* pa = a_src.in_place()
                   ? nullptr
                   : workspace(Scratch::gemm_a,
@@ -241,10 +310,25 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
         const int64_t mc = std::min(kMC, M - ic);
         // op(A)[ic:ic+mc, pc:pc+kc] -> pa: [mc/kMR][kc][kMR] (unless read in place)
         if (pa) a_src.pack(m0 + ic, mc, k0 + pc, kc, pa);
-        // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
-        // (or read in place through b_offs)
-        macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, ic == 0 ? &pack_b : nullptr, b_rows,
-                     b_offs, k0 + pc, n0 + jc, c + ic * ldc + jc, ldc, alpha, beta_pc);
+        if constexpr (prepacked) {  // panels of columns n0 + jc.., rows k0 + pc..
+          macro_kernel(mc, nc, kc, a_src, pa, m0 + ic,
+                       pack_b.panels + ((n0 + jc) / kNR * pack_b.K + k0 + pc) * kNR,
+                       pack_b.K * kNR, &pack_b, nullptr, nullptr, k0 + pc, n0 + jc,
+                       c + ic * ldc + jc, ldc, alpha, beta_pc);
+        } else {
+          // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
+          // (or read in place through b_offs); for a few rows of C, whole and row by row first,
+          // as then each panel is used by few tiles and the read pattern decides.
+          bool packed = false;
+          if constexpr (HasPackBlock<PackB>::value)
+            if (ic == 0 && M <= 4 * kMR && pack_b.rows_contiguous()) {
+              pack_b.pack_block(k0 + pc, kc, n0 + jc, nc, pb);
+              packed = true;
+            }
+          macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, kc * kNR,
+                       ic == 0 && !packed ? &pack_b : nullptr, b_rows, b_offs, k0 + pc, n0 + jc,
+                       c + ic * ldc + jc, ldc, alpha, beta_pc);
+        }
       }
     }
   }
@@ -256,8 +340,8 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
 // weight gradient dW = dY * col^T). Instead a kDM x kDN tile of C keeps one SIMD accumulator per
 // element, streams kVec-wide slices of K from kDM rows of A and kDN rows of B, and reduces the
 // accumulators horizontally once per kKCDot slice.
-inline constexpr int kDM = 4;            // rows of A per dot tile
-inline constexpr int kDN = 6;            // rows of B (columns of C) per dot tile
+inline constexpr int kDM = kVecRegisters >= 32 ? 4 : 3;  // rows of A per dot tile
+inline constexpr int kDN = kVecRegisters >= 32 ? 6 : 4;  // rows of B (columns of C) per dot tile
 inline constexpr int64_t kKCDot = 2048;  // K slice between horizontal reductions
 
 /// Loads n < kVec floats from p, zero-filling the rest of the vector.
