@@ -4,7 +4,7 @@
 // (../shared/reference/brecq-official, see bench/README.md).
 //
 //   brecq_resnet20 [--iters-w N] [--iters-a N] [--w-bits N] [--a-bits N] [--loss mse|fisher]
-//                  [--granularity G] [--seed N] [--shared DIR] [--out FILE]
+//                  [--granularity G] [--seed N] [--shared DIR] [--out FILE] [--recipe brecq|qdrop]
 #include <cstdlib>
 #include <map>
 
@@ -21,10 +21,11 @@ namespace {
 std::map<std::string, std::string> parse_flags(int argc, char** argv) {
   std::map<std::string, std::string> f{{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--w-bits", "2"},
                                        {"--a-bits", "4"},      {"--loss", "mse"},      {"--granularity", "block"},
-                                       {"--seed", "1029"},     {"--shared", "../shared"}, {"--out", ""}};
+                                       {"--seed", "1029"},     {"--shared", "../shared"}, {"--out", ""},
+                                       {"--recipe", "brecq"}};
   for (int i = 1; i < argc; i += 2) {
     check(f.count(argv[i]) && i + 1 < argc, "unknown flag or missing value at '", argv[i],
-          "'; flags: --iters-w --iters-a --w-bits --a-bits --loss --granularity --seed --shared --out");
+          "'; flags: --iters-w --iters-a --w-bits --a-bits --loss --granularity --seed --shared --out --recipe");
     f[argv[i]] = argv[i + 1];
   }
   return f;
@@ -62,6 +63,8 @@ int main(int argc, char** argv) try {
   s.iters_a = bench::flag_int(f, "--iters-a");
   s.seed = static_cast<uint64_t>(bench::flag_int(f, "--seed"));
   s.loss = quant::parse_recon_loss(f.at("--loss"));
+  s.recipe = quant::parse_recipe(f.at("--recipe"));
+  if (s.recipe == quant::Recipe::qdrop) s.qdrop = 0.5f;
   s.progress = false;
   const quant::QuantSettings qs{.w_bits = static_cast<int>(bench::flag_int(f, "--w-bits")),
                                 .a_bits = static_cast<int>(bench::flag_int(f, "--a-bits"))};
@@ -81,7 +84,7 @@ int main(int argc, char** argv) try {
   const auto units = quant::units_for(f.at("--granularity"), qm.model);
   std::ostringstream os;
   os << "# BRECQ on ResNet-20 (CIFAR-10), " << f.at("--granularity") << "-wise W" << qs.w_bits << "A" << qs.a_bits
-     << ", loss " << f.at("--loss") << ", seed " << s.seed << "\n\n"
+     << ", loss " << f.at("--loss") << ", recipe " << f.at("--recipe") << ", seed " << s.seed << "\n\n"
      << "threads " << num_threads() << ", weight iterations " << s.iters_w << ", activation iterations " << s.iters_a
      << ", batch " << s.batch << "\n\n| unit | pass | seconds | ms/iteration | GFLOP/s |\n|---|---|---|---|---|\n";
   double flops_total = 0;

@@ -119,6 +119,56 @@ TEST_CASE("an interrupted run resumes from its checkpoint and ends with the same
   }
 }
 
+TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and resumes exactly") {
+  const Tensor calib = calibration();
+  ReconstructionSettings s = short_settings();
+  s.recipe = Recipe::qdrop;
+  s.qdrop = 0.5f;
+  s.lr_a_joint = 1e-3f;  // few iterations: a visible step change
+  QuantModel init(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  {
+    Reconstructor<BlockGranularity> rec(init, calib, s);
+    REQUIRE(rec.joint());
+    rec.init_activations();  // from the FP model: what the joint pass starts from
+  }
+  QuantModel full(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  BrecqReport rep = run_brecq("block", full, calib, s);
+  REQUIRE(rep.units.size() == 3);
+  double before = 0, after = 0;
+  for (const UnitReport& r : rep.units) {
+    CAPTURE(r.unit);
+    CHECK(r.pass == "weights");  // no separate activation pass
+    CHECK(r.loss_after <= r.loss_before * 1.0001);  // the 8-bit head may stay at nearest rounding
+    before += r.loss_before, after += r.loss_after;
+  }
+  CHECK(after < before);
+  CHECK(full.act_quant);
+  int moved = 0;
+  for (size_t p = 0; p < full.act_q.size(); ++p) {
+    REQUIRE(full.act_q[p].initialized());
+    moved += full.act_q[p].scale.item() != init.act_q[p].scale.item();
+  }
+  CHECK(moved >= 4);  // the points inside the reconstructed blocks (the stem's output is not)
+
+  const std::string ckpt = temp_path("qdrop.ckpt");
+  std::filesystem::remove(ckpt);
+  QuantModel interrupted(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  struct Interrupt {};
+  BrecqRunOptions o{.checkpoint = ckpt, .key = "qdrop"};
+  o.on_unit_done = [](const std::string&, size_t done) {
+    if (done == 2) throw Interrupt{};
+  };
+  CHECK_THROWS_AS(run_brecq("block", interrupted, calib, s, o), Interrupt);
+  QuantModel resumed(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  CHECK(run_brecq("block", resumed, calib, s, {.checkpoint = ckpt, .key = "qdrop"}).resumed_weight_units == 2);
+  auto a = quantized_tensors(full), b = quantized_tensors(resumed);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(std::memcmp(a[i].second.raw_data(), b[i].second.raw_data(), a[i].second.nbytes()) == 0);
+  }
+}
+
 TEST_CASE("a checkpoint written with other settings is refused with both settings named") {
   const std::string ckpt = temp_path("mismatch.ckpt");
   QuantModel qm(test::tiny_resnet(), {.w_bits = 2});

@@ -46,8 +46,13 @@ int run(const std::vector<std::string>& argv) {
        {.name = "--calib-size", .value_name = "N", .help = "calibration images", .default_value = "1024"},
        {.name = "--lambda", .value_name = "X", .help = "rounding regulariser weight (0.1 for MobileNetV2)",
         .default_value = "0.01"},
-       {.name = "--qdrop", .value_name = "P", .help = "QDrop probability in the activation pass (0 = off)",
-        .default_value = "0"},
+       {.name = "--recipe", .value_name = "brecq|qdrop",
+        .help = "brecq: weight pass, then activation pass (official); qdrop: one joint pass with "
+                "random drop of activation quantization",
+        .default_value = "brecq"},
+       {.name = "--qdrop", .value_name = "P",
+        .help = "probability of keeping an activation in FP (brecq: activation pass, default 0 = off; "
+                "qdrop: default 0.5)"},
        {.name = "--act-input", .value_name = "fp|quantized",
         .help = "activation pass unit input from the FP (official) or the quantized model",
         .default_value = "fp"},
@@ -91,7 +96,14 @@ int run(const std::vector<std::string>& argv) {
               "], got '" + v + "'");
   };
   s.lambda = get_float("--lambda", 0.0f, 1e3f);
-  s.qdrop = get_float("--qdrop", 0.0f, 0.99f);
+  s.recipe = quant::parse_recipe(args.get_choice("--recipe", {"brecq", "qdrop"}));
+  if (args.has("--qdrop")) {
+    s.qdrop = get_float("--qdrop", 0.0f, 0.99f);
+    if (s.recipe == quant::Recipe::qdrop && s.qdrop == 0.0f)
+      args.fail("flag --qdrop expects a probability in (0, 0.99] with --recipe qdrop, got '0'");
+  } else {
+    s.qdrop = s.recipe == quant::Recipe::qdrop ? 0.5f : 0.0f;
+  }
   const int64_t calib_size = args.get_int("--calib-size", 1);
   std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
   const nn::ModelInfo& info = nn::model_info(model_name);
@@ -117,7 +129,8 @@ int run(const std::vector<std::string>& argv) {
       << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir << " n=" << calib_size
       << " w=" << qs.w_bits << " a=" << qs.a_bits << " fl=" << qs.first_last_bits << " g=" << granularity
       << " loss=" << args.get("--loss") << " iw=" << s.iters_w << " ia=" << s.iters_a << " b=" << s.batch
-      << " lambda=" << s.lambda << " qdrop=" << s.qdrop << " act_input=" << args.get("--act-input")
+      << " lambda=" << s.lambda << " recipe=" << args.get("--recipe") << " qdrop=" << s.qdrop
+      << " act_input=" << args.get("--act-input")
       << " seed=" << s.seed;
   std::printf("brecq quantize: %s\n", key.str().c_str());
   std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g cosine,"

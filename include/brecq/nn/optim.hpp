@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "brecq/autograd/tape.hpp"
-#include "brecq/tensor/parallel.hpp"
+#include "brecq/kernels/adam.hpp"
 
 namespace brecq {
 
@@ -98,24 +98,12 @@ class Adam : public Optimizer {
     const double bc2 = 1.0 - std::pow(static_cast<double>(p_.beta2), t_);
     const float step = static_cast<float>(lr_ / bc1);
     const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-    // Settings copied to locals and pointers captured by value: the loop then vectorises (the
-    // compiler cannot assume that stores to m, v, w leave members of *this unchanged).
-    const float beta1 = p_.beta1, beta2 = p_.beta2, decay = p_.weight_decay, eps = p_.eps;
+    const kernels::AdamStep st{p_.beta1, p_.beta2, p_.eps, p_.weight_decay, step, bc2_sqrt};
     for (size_t k = 0; k < params_.size(); ++k) {
       Tensor g = params_[k].grad();
       if (!g.defined()) continue;
-      float* w = params_[k].data<float>();
-      const float* pg = g.data<float>();
-      float* m = m_[k].data<float>();
-      float* v = v_[k].data<float>();
-      parallel_for(0, params_[k].numel(), 1 << 14, [=](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) {
-          const float d = pg[i] + decay * w[i];
-          m[i] = beta1 * m[i] + (1 - beta1) * d;
-          v[i] = beta2 * v[i] + (1 - beta2) * d * d;
-          w[i] -= step * m[i] / (std::sqrt(v[i]) / bc2_sqrt + eps);
-        }
-      });
+      kernels::adam_update(params_[k].data<float>(), g.data<float>(), m_[k].data<float>(),
+                           v_[k].data<float>(), params_[k].numel(), st);
     }
   }
   int64_t steps() const { return t_; }

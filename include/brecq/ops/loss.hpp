@@ -92,13 +92,13 @@ inline Tensor lp_loss(const Tensor& pred, const Tensor& target, float p, const T
   const double norm = 1.0 / static_cast<double>(pred.numel() / (pred.ndim() > 1 ? pred.dim(1) : 1));
   Tensor pc = pred.contiguous(), tc = target.contiguous(), wc = w.defined() ? w.contiguous() : Tensor();
   const float* pw = wc.defined() ? wc.data<float>() : nullptr;
-  const double dist = kernels::lp_distance(pc.data<float>(), tc.data<float>(), pw, pred.numel(), p);
+  // The gradient comes out of the same pass (it shares |d|^p), scaled in the backward.
+  Tensor grad = autograd::any_requires_grad({&pred}) ? Tensor::empty(pred.shape()) : Tensor();
+  const double dist = kernels::lp_distance(pc.data<float>(), tc.data<float>(), pw, pred.numel(), p,
+                                           grad.defined() ? grad.data<float>() : nullptr);
   Tensor out = Tensor::scalar(static_cast<float>(dist * norm));
-  autograd::record("lp_loss", out, {&pred}, [pred, pc, tc, wc, p, norm](const Tensor& g) {
-    Tensor dx = Tensor::empty(pred.shape());
-    kernels::lp_distance_grad(pc.data<float>(), tc.data<float>(), wc.defined() ? wc.data<float>() : nullptr,
-                              pred.numel(), p, static_cast<float>(g.item() * norm), dx.data<float>());
-    autograd::accumulate_grad(pred, dx);
+  autograd::record("lp_loss", out, {&pred}, [pred, grad, norm](const Tensor& g) {
+    autograd::accumulate_grad(pred, mul(grad, static_cast<float>(g.item() * norm)));
   });
   return out;
 }

@@ -1,6 +1,6 @@
 #pragma once
 // The whole BRECQ run for one granularity: weight pass, activation initialisation, activation
-// pass, with a checkpoint written after every finished unit so that an interrupted run resumes
+// pass (qdrop recipe: activation initialisation, then one joint pass), with a checkpoint written after every finished unit so that an interrupted run resumes
 // where it stopped and ends with the same result as an uninterrupted one.
 #include <cstdio>
 #include <filesystem>
@@ -101,10 +101,17 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
     if (o.on_unit_done) o.on_unit_done(pass, done);
   };
   auto t0 = std::chrono::steady_clock::now();
+  if (rec.joint() && !st.act_initialized) {  // qdrop: activation ranges first, from the FP model
+    rec.init_activations();
+    st.act_initialized = true;
+    if (!checkpoint.empty()) detail::save_checkpoint(qm, checkpoint, key, st);
+  }
   for (UnitReport& r : rec.weight_pass(st.weights_done, save)) rep.units.push_back(r);
   auto t1 = std::chrono::steady_clock::now();
   rep.weight_seconds = std::chrono::duration<double>(t1 - t0).count();
-  if (qm.settings.a_bits > 0) {
+  if (rec.joint()) {
+    qm.act_quant = true;
+  } else if (qm.settings.a_bits > 0) {
     if (!st.act_initialized) {
       rec.init_activations();
       st.act_initialized = true;

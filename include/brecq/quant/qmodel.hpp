@@ -22,6 +22,17 @@ struct QuantSettings {
   bool w_symmetric = false;
 };
 
+/// Calls f(i, drawn) for i in [0, n), drawn true with probability p (to 1/65536): four 16-bit
+/// uniform draws per generator call, as QDrop draws one per activation element every iteration.
+template <class F>
+inline void for_each_bernoulli(Rng& rng, float p, int64_t n, F&& f) {
+  const uint64_t threshold = static_cast<uint64_t>(std::lround(static_cast<double>(p) * 65536.0));
+  for (int64_t i = 0; i < n; i += 4) {
+    const uint64_t r = rng.next_u64();
+    for (int64_t j = 0; j < 4 && i + j < n; ++j) f(i + j, (r >> (16 * j) & 0xFFFF) < threshold);
+  }
+}
+
 inline void validate(const QuantSettings& s) {
   check(s.w_bits >= 2 && s.w_bits <= 8, "weight bits: expected 2..8, got ", s.w_bits);
   check(s.a_bits == 0 || (s.a_bits >= 2 && s.a_bits <= 8), "activation bits: expected 0 (off) or 2..8, got ",
@@ -171,7 +182,7 @@ class QuantModel {
     // QDrop: each element keeps its FP value with probability qdrop.
     Tensor keep = Tensor::empty(x.shape());
     float* pk = keep.data<float>();
-    for (int64_t k = 0; k < keep.numel(); ++k) pk[k] = drop_rng.uniform() < qdrop ? 1.0f : 0.0f;
+    for_each_bernoulli(drop_rng, qdrop, keep.numel(), [pk](int64_t i, bool fp) { pk[i] = fp ? 1.0f : 0.0f; });
     return add(xq, mul(sub(x, xq), keep));
   }
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <sstream>
 
 #include "brecq/nn/optim.hpp"
@@ -17,6 +18,19 @@
 namespace brecq::quant {
 
 enum class ReconLoss { mse, fisher };
+
+/// brecq: the official two passes (AdaRound with activations in FP, then activation step sizes
+/// with the weights fixed). qdrop (Wei et al., ICLR 2022): activation quantizers initialised
+/// first, then one pass per unit learning the rounding and the activation steps together, with
+/// activations quantized, each element of them (and of the unit input) kept in FP with
+/// probability `qdrop`.
+enum class Recipe { brecq, qdrop };
+
+inline Recipe parse_recipe(const std::string& s) {
+  if (s == "brecq") return Recipe::brecq;
+  if (s == "qdrop") return Recipe::qdrop;
+  fail("--recipe: expected brecq or qdrop, got '", s, "'");
+}
 
 inline ReconLoss parse_recon_loss(const std::string& s) {
   if (s == "mse") return ReconLoss::mse;
@@ -37,7 +51,10 @@ struct ReconstructionSettings {
   float p_w = 2.0f;          ///< L_p exponent of the weight pass (MSE)
   float p_a = 2.4f;          ///< L_p exponent of the activation pass
   ReconLoss loss = ReconLoss::mse;
-  float qdrop = 0.0f;        ///< QDrop probability during the activation pass (0 = off)
+  Recipe recipe = Recipe::brecq;
+  float qdrop = 0.0f;        ///< probability of keeping an activation in FP while learning
+                             ///< activation steps (brecq: activation pass, 0 = off; qdrop: 0.5)
+  float lr_a_joint = 4e-5f;  ///< qdrop recipe: Adam on activation steps, cosine (QDrop's value)
   bool act_input_quantized = false;  ///< activation pass input from the quantized model
                                      ///< (official: from the FP model)
   int64_t act_init_images = 64;      ///< calibration images for activation range init
@@ -51,6 +68,8 @@ inline void validate(const ReconstructionSettings& s) {
   check(s.lambda >= 0, "lambda: expected >= 0, got ", s.lambda);
   check(s.warmup >= 0 && s.warmup < 1, "warmup: expected in [0, 1), got ", s.warmup);
   check(s.qdrop >= 0 && s.qdrop < 1, "qdrop: expected in [0, 1), got ", s.qdrop);
+  check(s.recipe == Recipe::brecq || s.qdrop > 0, "qdrop recipe: drop probability expected in (0, 1), got ",
+        s.qdrop);
   check(s.act_init_images >= 1, "activation init images: expected >= 1, got ", s.act_init_images);
 }
 
@@ -135,10 +154,19 @@ class Reconstructor {
     return out;
   }
 
-  /// Initialises activation quantizers on the first act_init_images calibration images.
+  /// Whether rounding and activation steps are learned together (the qdrop recipe with
+  /// activation quantization).
+  bool joint() const { return s_.recipe == Recipe::qdrop && qm_.settings.a_bits > 0; }
+
+  /// Initialises activation quantizers on the first act_init_images calibration images, run
+  /// through the weight-quantized model (brecq, after the weight pass) or the FP model (qdrop,
+  /// before it).
   void init_activations() {
     const int64_t n = std::min<int64_t>(s_.act_init_images, calib_.dim(0));
+    const bool wq = qm_.weight_quant;
+    qm_.weight_quant = !joint();
     qm_.init_activations(calib_.narrow(0, 0, n));
+    qm_.weight_quant = wq;
   }
 
   /// Activation pass over units [start, end).
@@ -155,6 +183,7 @@ class Reconstructor {
  private:
   struct Cache {
     Tensor inputs, targets, fisher;
+    Tensor fp_inputs;  ///< joint mode: the unit input in the FP model, mixed into `inputs`
   };
 
   std::vector<const nn::Layer*> unit_layers(const Unit& u) const {
@@ -198,7 +227,7 @@ class Reconstructor {
     if (s_.loss == ReconLoss::fisher) c.fisher = fisher_weights(u, act_pass);
     NoGrad ng;
     const int64_t N = calib_.dim(0), chunk = 128;
-    std::vector<Tensor> ins, outs;
+    std::vector<Tensor> ins, outs, fp_ins;
     const bool wq = qm_.weight_quant, aq = qm_.act_quant;
     const bool quantized_input = !act_pass || s_.act_input_quantized;
     for (int64_t b = 0; b < N; b += chunk) {
@@ -206,6 +235,7 @@ class Reconstructor {
       qm_.weight_quant = false, qm_.act_quant = false;
       auto [fp_in, fp_out] = unit_io(u, x, qm_.hooks());
       outs.push_back(fp_out);
+      if (joint()) fp_ins.push_back(fp_in);
       if (quantized_input) {
         qm_.weight_quant = true, qm_.act_quant = act_pass;
         ins.push_back(unit_io(u, x, qm_.hooks()).first);
@@ -216,6 +246,7 @@ class Reconstructor {
     qm_.weight_quant = wq, qm_.act_quant = aq;
     c.inputs = detail::stack_batches(ins);
     c.targets = detail::stack_batches(outs);
+    if (joint()) c.fp_inputs = detail::stack_batches(fp_ins);
     return c;
   }
 
@@ -290,28 +321,38 @@ class Reconstructor {
     UnitReport r{u.name, "weights", 0, 0, 0, s_.iters_w};
     const auto layers = unit_layers(u);
     for (const nn::Layer* l : layers) qm_.begin_rounding(*l);
-    Cache c = cache(u, false);
+    const bool joint_unit = joint();  // activations quantized, their steps learned alongside
+    Cache c = cache(u, joint_unit);
     // "before": round-to-nearest, the baseline AdaRound has to beat.
     {
       std::set<int> learning = qm_.learning;
       qm_.learning.clear();
-      r.loss_before = held_loss(u, c, s_.p_w, false);
+      r.loss_before = held_loss(u, c, s_.p_w, joint_unit);
       qm_.learning = learning;
     }
     std::vector<Tensor> alphas;
     for (const nn::Layer* l : layers) alphas.push_back(qm_.rounding[static_cast<size_t>(l->id)]->alpha);
     Adam opt(alphas, {.lr = s_.lr_w});
+    std::vector<Tensor> steps = joint_unit ? learnable_steps(u) : std::vector<Tensor>{};
+    for (Tensor& st : steps) st.set_requires_grad(true);
+    std::optional<Adam> step_opt;
+    if (!steps.empty()) step_opt.emplace(steps, AdamParams{.lr = s_.lr_a_joint});
     Rng rng(s_.seed * 1000003ull + index);
+    qm_.drop_rng = Rng(s_.seed * 7919ull + index);
     std::vector<int64_t> perm;
     ProgressBar bar("[W " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " + u.name + "]",
                     s_.iters_w, s_.progress);
     const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    qm_.weight_quant = true, qm_.act_quant = false;
-    const nn::ForwardHooks h = qm_.hooks();
+    qm_.weight_quant = true, qm_.act_quant = joint_unit;
+    if (joint_unit) qm_.qdrop = s_.qdrop;
+    const nn::ForwardHooks h = qm_.hooks(/*training=*/joint_unit);
     const int64_t reg_start = static_cast<int64_t>(s_.warmup * static_cast<float>(s_.iters_w));
     for (int64_t t = 1; t <= s_.iters_w; ++t) {
+      if (step_opt) step_opt->set_lr(cosine_lr(s_.lr_a_joint, t - 1, s_.iters_w));
       auto idx = detail::sample_indices(rng, c.inputs.dim(0), s_.batch, perm);
-      Tensor out = unit_forward(u, detail::gather_rows(c.inputs, idx), h);
+      Tensor x = detail::gather_rows(c.inputs, idx);
+      if (joint_unit) x = mix_inputs(x, detail::gather_rows(c.fp_inputs, idx));
+      Tensor out = unit_forward(u, x, h);
       Tensor f = c.fisher.defined() ? detail::gather_rows(c.fisher, idx) : Tensor();
       Tensor rec = reconstruction_loss(out, detail::gather_rows(c.targets, idx), f, s_.p_w);
       Tensor total = rec;
@@ -330,6 +371,10 @@ class Reconstructor {
       backward(total);
       opt.step();
       opt.zero_grad();
+      if (step_opt) {
+        step_opt->step();
+        step_opt->zero_grad();
+      }
       if (s_.progress) {
         std::ostringstream st;
         st.precision(4);
@@ -338,19 +383,38 @@ class Reconstructor {
       }
     }
     bar.finish();
+    qm_.qdrop = 0.0f;
     qm_.weight_quant = wq, qm_.act_quant = aq;
+    for (Tensor& st : steps) st.set_requires_grad(false);
     for (const nn::Layer* l : layers) qm_.end_rounding(*l);
-    r.loss_after = held_loss(u, c, s_.p_w, false);
+    r.loss_after = held_loss(u, c, s_.p_w, joint_unit);
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
   }
 
-  UnitReport learn_act_steps(const Unit& u, size_t index) {
-    const auto t0 = std::chrono::steady_clock::now();
+  /// The activation step sizes a unit learns (its enabled, initialised points).
+  std::vector<Tensor> learnable_steps(const Unit& u) const {
     std::vector<Tensor> steps;
     for (int p : unit_points(u))
       if (qm_.act_enabled[static_cast<size_t>(p)] && qm_.act_q[static_cast<size_t>(p)].initialized())
         steps.push_back(qm_.act_q[static_cast<size_t>(p)].scale);
+    return steps;
+  }
+
+  /// QDrop's unit input: each element from the quantized model's input, with probability qdrop,
+  /// or else from the FP model's.
+  Tensor mix_inputs(const Tensor& quantized, const Tensor& fp) {
+    Tensor out = Tensor::empty(quantized.shape());
+    const float* q = quantized.data<float>();
+    const float* f = fp.data<float>();
+    float* o = out.data<float>();
+    for_each_bernoulli(qm_.drop_rng, s_.qdrop, out.numel(), [=](int64_t i, bool from_q) { o[i] = from_q ? q[i] : f[i]; });
+    return out;
+  }
+
+  UnitReport learn_act_steps(const Unit& u, size_t index) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<Tensor> steps = learnable_steps(u);
     UnitReport r{u.name, "activations", 0, 0, 0, steps.empty() ? 0 : s_.iters_a};
     if (steps.empty() || s_.iters_a == 0) return r;
     Cache c = cache(u, true);
