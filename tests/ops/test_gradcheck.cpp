@@ -121,6 +121,11 @@ std::vector<GradCase> build_cases() {
              [](I x) { return maximum(x[0], x[1]); });
   }
   add_case("mul reuses its input", {{{3, 4}}}, [](I x) { return mul(x[0], x[0]); });
+  add_linear("where", {{{3, 4}}, {{3, 4}}}, [](I x) {
+    Tensor mask = Tensor::empty({3, 4});
+    for (int64_t i = 0; i < 12; ++i) mask.data<float>()[i] = i % 3 == 0 ? 1.0f : 0.0f;
+    return where(mask, x[0], x[1]);
+  });
   add_case("scalar overloads", {{{3, 4}}}, [](I x) {
     return (2.0f * x[0] + 1.0f) * (3.0f - x[0]) / 4.0f - x[0] * 0.5f + (-x[0]);
   });

@@ -43,6 +43,10 @@ int run(const std::vector<std::string>& argv) {
        {.name = "--iters-a", .value_name = "N", .help = "activation-step iterations per unit",
         .default_value = std::to_string(d.iters_a)},
        {.name = "--batch", .value_name = "N", .help = "reconstruction batch size", .default_value = "32"},
+       {.name = "--lr-a", .value_name = "X", .help = "activation-step Adam learning rate (brecq recipe)",
+        .default_value = "0.0004"},
+       {.name = "--act-init-images", .value_name = "N",
+        .help = "calibration images for the activation range initialisation", .default_value = "64"},
        {.name = "--calib-size", .value_name = "N", .help = "calibration images", .default_value = "1024"},
        {.name = "--lambda", .value_name = "X", .help = "rounding regulariser weight (0.1 for MobileNetV2)",
         .default_value = "0.01"},
@@ -96,6 +100,8 @@ int run(const std::vector<std::string>& argv) {
               "], got '" + v + "'");
   };
   s.lambda = get_float("--lambda", 0.0f, 1e3f);
+  s.lr_a = get_float("--lr-a", 1e-7f, 1.0f);
+  s.act_init_images = args.get_int("--act-init-images", 1);
   s.recipe = quant::parse_recipe(args.get_choice("--recipe", {"brecq", "qdrop"}));
   if (args.has("--qdrop")) {
     s.qdrop = get_float("--qdrop", 0.0f, 0.99f);
@@ -105,6 +111,9 @@ int run(const std::vector<std::string>& argv) {
     s.qdrop = s.recipe == quant::Recipe::qdrop ? 0.5f : 0.0f;
   }
   const int64_t calib_size = args.get_int("--calib-size", 1);
+  if (s.act_init_images > calib_size)
+    args.fail("flag --act-init-images asks for " + std::to_string(s.act_init_images) +
+              " images, more than --calib-size " + std::to_string(calib_size));
   std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
   const nn::ModelInfo& info = nn::model_info(model_name);
   if (preprocess == "auto") preprocess = std::string(info.preprocess);
@@ -129,13 +138,19 @@ int run(const std::vector<std::string>& argv) {
       << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir << " n=" << calib_size
       << " w=" << qs.w_bits << " a=" << qs.a_bits << " fl=" << qs.first_last_bits << " g=" << granularity
       << " loss=" << args.get("--loss") << " iw=" << s.iters_w << " ia=" << s.iters_a << " b=" << s.batch
-      << " lambda=" << s.lambda << " recipe=" << args.get("--recipe") << " qdrop=" << s.qdrop
+      << " lambda=" << s.lambda << " lr_a=" << s.lr_a << " act_init=" << s.act_init_images
+      << " recipe=" << args.get("--recipe") << " qdrop=" << s.qdrop
       << " act_input=" << args.get("--act-input")
       << " seed=" << s.seed;
   std::printf("brecq quantize: %s\n", key.str().c_str());
-  std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g cosine,"
-              " L%g loss; threads %d\n",
-              s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a, s.p_a, num_threads());
+  if (s.recipe == quant::Recipe::qdrop)
+    std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr %g"
+                " cosine; drop %g; L%g loss; threads %d\n",
+                s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a_joint, s.qdrop, s.p_w, num_threads());
+  else
+    std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g cosine,"
+                " L%g loss; threads %d\n",
+                s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a, s.p_a, num_threads());
   std::fflush(stdout);
 
   quant::QuantModel qm(model, qs);

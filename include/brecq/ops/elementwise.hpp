@@ -129,6 +129,40 @@ inline Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
 inline Tensor operator-(float s, const Tensor& a) { return sub(Tensor::scalar(s), a); }
 inline Tensor operator-(const Tensor& a) { return neg(a); }
 
+/// out = mask ? a : b element-wise (mask: 0 or 1, the shape of a and b); the gradient goes to a
+/// where the mask is set and to b elsewhere.
+inline Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
+  check(mask.shape() == a.shape() && a.shape() == b.shape(), "where: mask ", mask.shape(), ", a ", a.shape(),
+        " and b ", b.shape(), " must have one shape");
+  Tensor mc = mask.contiguous(), ac = a.contiguous(), bc = b.contiguous();
+  Tensor out = Tensor::empty(a.shape());
+  {
+    const float *pm = mc.data<float>(), *pa = ac.data<float>(), *pb = bc.data<float>();
+    float* po = out.data<float>();
+    parallel_for(0, out.numel(), detail::kElementwiseGrain, [=](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) po[i] = pm[i] != 0.0f ? pa[i] : pb[i];
+    });
+  }
+  autograd::record("where", out, {&a, &b}, [mc, a, b](const Tensor& g) {
+    Tensor gc = g.contiguous();
+    Tensor ga = a.requires_grad() ? Tensor::empty(a.shape()) : Tensor();
+    Tensor gb = b.requires_grad() ? Tensor::empty(b.shape()) : Tensor();
+    const float *pm = mc.data<float>(), *pg = gc.data<float>();
+    float* pa = ga.defined() ? ga.data<float>() : nullptr;
+    float* pb = gb.defined() ? gb.data<float>() : nullptr;
+    parallel_for(0, gc.numel(), detail::kElementwiseGrain, [=](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const bool m = pm[i] != 0.0f;
+        if (pa) pa[i] = m ? pg[i] : 0.0f;
+        if (pb) pb[i] = m ? 0.0f : pg[i];
+      }
+    });
+    if (pa) autograd::accumulate_grad(a, ga);
+    if (pb) autograd::accumulate_grad(b, gb);
+  });
+  return out;
+}
+
 // ---- unary -------------------------------------------------------------------------------------
 
 /// Records y = f(x) with dy/dx given by dfdx(x, y) evaluated element-wise, or, when dfdx takes

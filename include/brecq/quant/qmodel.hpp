@@ -3,12 +3,15 @@
 // layer (per-channel weight quantizer, optional AdaRound rounding) and every activation point
 // (per-tensor quantizer with a learnable step). It produces the forward hooks that run the model
 // in FP, fake-quantized, or with soft (learnable) rounding on chosen layers.
+#include <algorithm>
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <set>
 
 #include "brecq/nn/fold_bn.hpp"
 #include "brecq/quant/adaround.hpp"
+#include "brecq/tensor/parallel.hpp"
 #include "brecq/tensor/rng.hpp"
 
 namespace brecq::quant {
@@ -22,15 +25,25 @@ struct QuantSettings {
   bool w_symmetric = false;
 };
 
-/// Calls f(i, drawn) for i in [0, n), drawn true with probability p (to 1/65536): four 16-bit
-/// uniform draws per generator call, as QDrop draws one per activation element every iteration.
+/// Calls f(i, drawn) for i in [0, n), drawn true with probability p (to 1/65536), split over
+/// threads: QDrop draws one per activation element every iteration. One draw from rng seeds the
+/// call; block b of kBernoulliBlock elements then has its own generator, seeded by hashing
+/// (seed, b), so the draws do not depend on the thread count. f must be safe to call concurrently
+/// for distinct i.
 template <class F>
 inline void for_each_bernoulli(Rng& rng, float p, int64_t n, F&& f) {
+  constexpr int64_t kBernoulliBlock = 4096;
   const uint64_t threshold = static_cast<uint64_t>(std::lround(static_cast<double>(p) * 65536.0));
-  for (int64_t i = 0; i < n; i += 4) {
-    const uint64_t r = rng.next_u64();
-    for (int64_t j = 0; j < 4 && i + j < n; ++j) f(i + j, (r >> (16 * j) & 0xFFFF) < threshold);
-  }
+  const uint64_t seed = rng.next_u64();
+  parallel_for(0, (n + kBernoulliBlock - 1) / kBernoulliBlock, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      Rng block(Rng(seed + static_cast<uint64_t>(b)).next_u64());
+      for (int64_t i = b * kBernoulliBlock, end = std::min(n, i + kBernoulliBlock); i < end; i += 4) {
+        const uint64_t r = block.next_u64();
+        for (int64_t j = 0; j < 4 && i + j < end; ++j) f(i + j, (r >> (16 * j) & 0xFFFF) < threshold);
+      }
+    }
+  });
 }
 
 inline void validate(const QuantSettings& s) {
@@ -183,7 +196,7 @@ class QuantModel {
     Tensor keep = Tensor::empty(x.shape());
     float* pk = keep.data<float>();
     for_each_bernoulli(drop_rng, qdrop, keep.numel(), [pk](int64_t i, bool fp) { pk[i] = fp ? 1.0f : 0.0f; });
-    return add(xq, mul(sub(x, xq), keep));
+    return where(keep, x, xq);
   }
 
   /// Initialises every activation quantizer in forward order from one calibration batch run
