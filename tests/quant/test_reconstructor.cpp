@@ -29,6 +29,18 @@ std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("brecq_test_" + name)).string();
 }
 
+/// The saved state of two quantized models is bit for bit the same.
+void check_same_quantized(const QuantModel& x, const QuantModel& y) {
+  auto a = quantized_tensors(x), b = quantized_tensors(y);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(a[i].first == b[i].first);
+    REQUIRE(a[i].second.nbytes() == b[i].second.nbytes());
+    CHECK(std::memcmp(a[i].second.raw_data(), b[i].second.raw_data(), a[i].second.nbytes()) == 0);
+  }
+}
+
 }  // namespace
 
 TEST_CASE("Fisher-weighted loss equals the MSE loss when every gradient is one") {
@@ -108,15 +120,32 @@ TEST_CASE("an interrupted run resumes from its checkpoint and ends with the same
   CHECK(rep.resumed_weight_units == 6);
   CHECK(rep.resumed_act_units == 2);
   CHECK_FALSE(std::filesystem::exists(ckpt));
+  check_same_quantized(full, resumed);
+}
 
-  auto a = quantized_tensors(full), b = quantized_tensors(resumed);
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].first);
-    CHECK(a[i].first == b[i].first);
-    REQUIRE(a[i].second.nbytes() == b[i].second.nbytes());
-    CHECK(std::memcmp(a[i].second.raw_data(), b[i].second.raw_data(), a[i].second.nbytes()) == 0);
-  }
+TEST_CASE("the activation part rerun on saved rounding ends where the full run ended") {
+  const Tensor calib = calibration();
+  const ReconstructionSettings s = short_settings();
+  QuantModel full(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  run_brecq("block", full, calib, s);
+  const std::string path = temp_path("rounding.safetensors");
+  save_quantized(full, {}, path);
+
+  QuantModel rerun(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  load_weight_rounding(rerun, path);
+  BrecqReport rep = run_brecq("block", rerun, calib, s, {.rounding_installed = true});
+  for (const UnitReport& r : rep.units) CHECK(r.pass == "activations");
+  CHECK(rep.units.size() == 2);  // the two blocks; the FC has no activation point to learn
+  check_same_quantized(full, rerun);
+
+  // Rounding learned for other bit-widths or other FP weights is refused.
+  QuantModel w3(test::tiny_resnet(), {.w_bits = 3, .a_bits = 4});
+  CHECK_THROWS_WITH_AS(load_weight_rounding(w3, path), doctest::Contains("this run quantizes it to 3 bits"), Error);
+  nn::Model other = test::tiny_resnet();
+  other.blocks[1].layers[0].bn->bias = Tensor::ones(other.blocks[1].layers[0].bn->bias.shape());
+  QuantModel moved(other, {.w_bits = 2, .a_bits = 4});
+  CHECK_THROWS_WITH_AS(load_weight_rounding(moved, path), doctest::Contains("other FP weights"), Error);
+  std::filesystem::remove(path);
 }
 
 TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and resumes exactly") {
@@ -161,12 +190,28 @@ TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and
   CHECK_THROWS_AS(run_brecq("block", interrupted, calib, s, o), Interrupt);
   QuantModel resumed(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
   CHECK(run_brecq("block", resumed, calib, s, {.checkpoint = ckpt, .key = "qdrop"}).resumed_weight_units == 2);
-  auto a = quantized_tensors(full), b = quantized_tensors(resumed);
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].first);
-    CHECK(std::memcmp(a[i].second.raw_data(), b[i].second.raw_data(), a[i].second.nbytes()) == 0);
-  }
+  check_same_quantized(full, resumed);
+}
+
+TEST_CASE("the qdrop recipe learns each unit on the quantized model's inputs") {
+  const Tensor calib = calibration();
+  ReconstructionSettings s = short_settings();
+  s.recipe = Recipe::qdrop;
+  s.qdrop = 0.5f;
+  s.iters_w = 0;  // rounding stays nearest, steps stay at their initial values
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  const BrecqReport rep = run_brecq("block", qm, calib, s);
+  REQUIRE(rep.units.back().unit == "head");
+  // The head's loss before learning, recomputed on the whole quantized model's logits against
+  // the FP model's: its input must come from the quantized blocks before it.
+  NoGrad ng;
+  qm.weight_quant = qm.act_quant = true;
+  const Tensor quantized = qm.forward(calib);
+  qm.weight_quant = qm.act_quant = false;
+  const Tensor fp = qm.forward(calib);
+  const double expect = reconstruction_loss(quantized, fp, Tensor(), s.p_w).item();
+  REQUIRE(expect > 1e-3);
+  CHECK(rep.units.back().loss_before == doctest::Approx(expect).epsilon(1e-4));
 }
 
 TEST_CASE("a checkpoint written with other settings is refused with both settings named") {

@@ -60,6 +60,9 @@ int run(const std::vector<std::string>& argv) {
        {.name = "--act-input", .value_name = "fp|quantized",
         .help = "activation pass unit input from the FP (official) or the quantized model",
         .default_value = "fp"},
+       {.name = "--rounding-from", .value_name = "FILE",
+        .help = "weight rounding learned before (a file of brecq quantize on the same model, weights and\n"
+                "bits): skip the weight pass and run the activation part only (brecq recipe)"},
        {.name = "--seed", .value_name = "N", .help = "random seed", .default_value = "1029"},
        {.name = "--preprocess", .value_name = "imagenet|cifar|auto", .help = "input preset",
         .default_value = "auto"},
@@ -114,6 +117,9 @@ int run(const std::vector<std::string>& argv) {
   if (s.act_init_images > calib_size)
     args.fail("flag --act-init-images asks for " + std::to_string(s.act_init_images) +
               " images, more than --calib-size " + std::to_string(calib_size));
+  const std::string rounding_from = args.has("--rounding-from") ? args.get_file("--rounding-from") : "";
+  if (!rounding_from.empty() && (qs.a_bits == 0 || s.recipe != quant::Recipe::brecq))
+    args.fail("flag --rounding-from reruns the activation part: it needs --a-bits 2..8 and --recipe brecq");
   std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
   const nn::ModelInfo& info = nn::model_info(model_name);
   if (preprocess == "auto") preprocess = std::string(info.preprocess);
@@ -142,6 +148,9 @@ int run(const std::vector<std::string>& argv) {
       << " recipe=" << args.get("--recipe") << " qdrop=" << s.qdrop
       << " act_input=" << args.get("--act-input")
       << " seed=" << s.seed;
+  if (!rounding_from.empty())
+    key << " rounding_from=" << std::filesystem::absolute(rounding_from).string()
+        << " bytes=" << std::filesystem::file_size(rounding_from);
   std::printf("brecq quantize: %s\n", key.str().c_str());
   if (s.recipe == quant::Recipe::qdrop)
     std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr %g"
@@ -168,8 +177,13 @@ int run(const std::vector<std::string>& argv) {
     report("nearest rounding (W)", [&](const Tensor& x) { return qm.forward(x); });
   }
 
+  if (!rounding_from.empty()) {
+    quant::load_weight_rounding(qm, rounding_from);
+    report("rounding from file (W)", [&](const Tensor& x) { return qm.forward(x); });
+  }
+
   const size_t num_units = quant::units_for(granularity, qm.model).size();
-  quant::BrecqRunOptions run{.checkpoint = out + ".ckpt", .key = key.str()};
+  quant::BrecqRunOptions run{.checkpoint = out + ".ckpt", .key = key.str(), .rounding_installed = !rounding_from.empty()};
   if (qs.a_bits > 0)  // the weight pass alone, as the official code reports it
     run.on_unit_done = [&](const std::string& pass, size_t done) {
       if (pass == "weights" && done == num_units)

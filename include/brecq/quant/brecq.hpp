@@ -77,6 +77,8 @@ struct BrecqRunOptions {
   std::string checkpoint{};  ///< written after each unit, removed at the end ("" = none)
   std::string key{};         ///< identifies the settings: a checkpoint from other settings is refused
   UnitDoneCallback on_unit_done{};  ///< called after each unit, once its checkpoint is written
+  bool rounding_installed = false;  ///< the weight rounding is already learned (load_weight_rounding):
+                                    ///< skip the weight pass
 };
 
 /// Runs BRECQ with granularity G.
@@ -88,6 +90,10 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
   BrecqReport rep;
   Reconstructor<G> rec(qm, calib, s);
   detail::CheckpointState st;
+  check(!(o.rounding_installed && rec.joint()),
+        "run_brecq: the qdrop recipe learns rounding and activation steps together; it cannot start "
+        "from installed rounding");
+  if (o.rounding_installed) st.weights_done = rec.units().size();
   if (!checkpoint.empty() && std::filesystem::exists(checkpoint)) {
     st = detail::load_checkpoint(qm, checkpoint, key);
     rep.resumed_weight_units = st.weights_done;

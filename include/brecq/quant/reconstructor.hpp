@@ -229,7 +229,9 @@ class Reconstructor {
     const int64_t N = calib_.dim(0), chunk = 128;
     std::vector<Tensor> ins, outs, fp_ins;
     const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    const bool quantized_input = !act_pass || s_.act_input_quantized;
+    // Rounding is learned on the quantized model's inputs (so a unit makes up for the error of
+    // those before it); the official activation pass takes the FP model's.
+    const bool quantized_input = !act_pass || joint() || s_.act_input_quantized;
     for (int64_t b = 0; b < N; b += chunk) {
       Tensor x = calib_.narrow(0, b, std::min(chunk, N - b));
       qm_.weight_quant = false, qm_.act_quant = false;

@@ -3,6 +3,8 @@
 // and zero points, biases, activation quantizers and bit-widths, with the architecture in the
 // metadata, so `brecq eval --quantized FILE` rebuilds the fake-quantized model from this file
 // alone. Checkpoints for resuming a reconstruction add the learned rounding logits.
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "brecq/io/safetensors.hpp"
@@ -24,6 +26,24 @@ inline int64_t meta_int(const SafetensorsFile& f, const std::string& key) {
   } catch (const std::exception&) {
     fail("quantized model '", f.path(), "': metadata '", key, "' should be an integer, got '",
          it->second, "'");
+  }
+}
+/// Every layer's weight quantizer and hard rounding from f. take_bits: bit-widths come from the
+/// file; otherwise they must equal qm's.
+inline void read_weight_rounding(QuantModel& qm, const SafetensorsFile& f, bool take_bits) {
+  for (nn::Layer* l : qm.model.layers()) {
+    UniformQuantizer& q = qm.weight_q[static_cast<size_t>(l->id)];
+    const int bits = f.get(l->name + ".weight_bits").data<int32_t>()[0];
+    check(take_bits || bits == q.config.bits, "quantized model '", f.path(), "': layer ", l->name, " has ",
+          bits, "-bit weights, this run quantizes it to ", q.config.bits, " bits");
+    q.config.bits = bits;
+    validate(q.config, "layer " + l->name);
+    q.scale = f.to_f32(l->name + ".weight_scale");
+    q.zero_point = f.to_f32(l->name + ".weight_zero_point");
+    check(q.scale.numel() == l->out_channels() && q.zero_point.numel() == l->out_channels(),
+          "quantized model '", f.path(), "': layer ", l->name, " needs ", l->out_channels(), " scales, got ",
+          q.scale.numel());
+    qm.set_weight_levels(*l, f.get(l->name + ".weight_levels"));
   }
 }
 }  // namespace detail
@@ -64,6 +84,34 @@ inline void save_quantized(const QuantModel& qm, const nn::ModelOptions& options
   save_safetensors(path, quantized_tensors(qm), {.metadata = metadata});
 }
 
+/// Installs the learned weight rounding (quantizers and integer levels) of a file written by
+/// save_quantized into qm, which must hold the same architecture, FP weights and weight bit-widths:
+/// e.g. to rerun the activation part of BRECQ on weights learned before.
+inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
+  SafetensorsFile f(path);
+  auto fmt = f.metadata().find("format"), arch = f.metadata().find("arch");
+  check(fmt != f.metadata().end() && fmt->second == kQuantizedFormat, "quantized model '", path,
+        "': not a brecq quantized model (metadata format should be ", kQuantizedFormat, ")");
+  check(arch != f.metadata().end() && arch->second == qm.model.arch, "quantized model '", path, "': holds a ",
+        arch == f.metadata().end() ? std::string("(no arch)") : arch->second, ", expected ", qm.model.arch);
+  for (const nn::Layer* l : qm.model.layers()) {
+    // The folded biases identify the FP weights the rounding was learned on.
+    const std::string b = l->name + ".bias";
+    check(l->bias.defined() == f.contains(b), "quantized model '", path, "': layer ", l->name,
+          l->bias.defined() ? " lacks its bias" : " has a bias the model lacks");
+    if (!l->bias.defined()) continue;
+    const Tensor fb = f.to_f32(b);
+    check(fb.shape() == l->bias.shape(), "quantized model '", path, "': ", b, " has shape ", fb.shape(),
+          ", expected ", l->bias.shape());
+    float diff = 0.0f;
+    for (int64_t i = 0; i < fb.numel(); ++i)
+      diff = std::max(diff, std::abs(fb.data<float>()[i] - l->bias.data<float>()[i]));
+    check(diff <= 1e-5f, "quantized model '", path, "': ", b, " differs from the model's by ", diff,
+          " (was it made from other FP weights?)");
+  }
+  detail::read_weight_rounding(qm, f, /*take_bits=*/false);
+}
+
 /// Rebuilds a fake-quantized model from a file written by save_quantized.
 inline QuantModel load_quantized(const std::string& path) {
   SafetensorsFile f(path);
@@ -87,18 +135,8 @@ inline QuantModel load_quantized(const std::string& path) {
                   .a_bits = static_cast<int>(detail::meta_int(f, "a_bits")),
                   .first_last_bits = static_cast<int>(detail::meta_int(f, "first_last_bits"))};
   QuantModel qm(std::move(m), s, /*init_weight_ranges=*/false);
-  for (nn::Layer* l : qm.model.layers()) {
-    UniformQuantizer& q = qm.weight_q[static_cast<size_t>(l->id)];
-    q.config.bits = f.get(l->name + ".weight_bits").data<int32_t>()[0];
-    validate(q.config, "layer " + l->name);
-    q.scale = f.to_f32(l->name + ".weight_scale");
-    q.zero_point = f.to_f32(l->name + ".weight_zero_point");
-    check(q.scale.numel() == l->out_channels() && q.zero_point.numel() == l->out_channels(),
-          "quantized model '", path, "': layer ", l->name, " needs ", l->out_channels(), " scales, got ",
-          q.scale.numel());
-    qm.set_weight_levels(*l, f.get(l->name + ".weight_levels"));
-    l->weight = qm.quantized_weight(*l);
-  }
+  detail::read_weight_rounding(qm, f, /*take_bits=*/true);
+  for (nn::Layer* l : qm.model.layers()) l->weight = qm.quantized_weight(*l);
   for (size_t p = 0; p < qm.act_q.size(); ++p) {
     const std::string n = detail::act_name(static_cast<int>(p));
     qm.act_enabled[p] = f.contains(n + ".scale");
