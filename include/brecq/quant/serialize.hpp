@@ -28,6 +28,15 @@ inline int64_t meta_int(const SafetensorsFile& f, const std::string& key) {
          it->second, "'");
   }
 }
+/// The file at path, checked to be a quantized model written by save_quantized.
+inline SafetensorsFile open_quantized(const std::string& path) {
+  SafetensorsFile f(path);
+  auto fmt = f.metadata().find("format");
+  check(fmt != f.metadata().end() && fmt->second == kQuantizedFormat, "quantized model '", path,
+        "': not a brecq quantized model (metadata format should be ", kQuantizedFormat, ")");
+  return f;
+}
+
 /// Every layer's weight quantizer and hard rounding from f. take_bits: bit-widths come from the
 /// file; otherwise they must equal qm's.
 inline void read_weight_rounding(QuantModel& qm, const SafetensorsFile& f, bool take_bits) {
@@ -88,10 +97,8 @@ inline void save_quantized(const QuantModel& qm, const nn::ModelOptions& options
 /// save_quantized into qm, which must hold the same architecture, FP weights and weight bit-widths:
 /// e.g. to rerun the activation part of BRECQ on weights learned before.
 inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
-  SafetensorsFile f(path);
-  auto fmt = f.metadata().find("format"), arch = f.metadata().find("arch");
-  check(fmt != f.metadata().end() && fmt->second == kQuantizedFormat, "quantized model '", path,
-        "': not a brecq quantized model (metadata format should be ", kQuantizedFormat, ")");
+  const SafetensorsFile f = detail::open_quantized(path);
+  auto arch = f.metadata().find("arch");
   check(arch != f.metadata().end() && arch->second == qm.model.arch, "quantized model '", path, "': holds a ",
         arch == f.metadata().end() ? std::string("(no arch)") : arch->second, ", expected ", qm.model.arch);
   for (const nn::Layer* l : qm.model.layers()) {
@@ -114,10 +121,7 @@ inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
 
 /// Rebuilds a fake-quantized model from a file written by save_quantized.
 inline QuantModel load_quantized(const std::string& path) {
-  SafetensorsFile f(path);
-  auto fmt = f.metadata().find("format");
-  check(fmt != f.metadata().end() && fmt->second == kQuantizedFormat, "quantized model '", path,
-        "': not a brecq quantized model (metadata format should be ", kQuantizedFormat, ")");
+  const SafetensorsFile f = detail::open_quantized(path);
   auto arch = f.metadata().find("arch");
   check(arch != f.metadata().end(), "quantized model '", path, "': metadata lacks 'arch'");
   nn::ModelOptions o{.num_classes = detail::meta_int(f, "num_classes"),
