@@ -71,15 +71,13 @@ std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::stri
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::map<std::string, std::string> f{{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--seed", "1029"},
-                                       {"--shared", "../shared"},
-                                       {"--fashion-model", "models/fashion_mnist_resnet18_w16.safetensors"},
-                                       {"--models", "resnet20,fashion"},
-                                       {"--out", "results/ablation_granularity"}};
-  for (int i = 1; i < argc; i += 2) {
-    check(f.count(argv[i]) && i + 1 < argc, "unknown flag or missing value at '", argv[i], "'");
-    f[argv[i]] = argv[i + 1];
-  }
+  auto f = bench::parse_flags(
+      argc, argv,
+      {{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--seed", "1029"}, {"--shared", "../shared"},
+       {"--fashion-model", "models/fashion_mnist_resnet18_w16.safetensors"},
+       {"--models", "resnet20,fashion"}, {"--out", "results/ablation_granularity"}},
+      "ablation_granularity [--models resnet20,fashion] [--iters-w N] [--iters-a N] [--seed N] "
+      "[--shared DIR] [--fashion-model FILE] [--out PREFIX]");
   quant::ReconstructionSettings s;
   s.iters_w = bench::flag_int(f, "--iters-w");
   s.iters_a = bench::flag_int(f, "--iters-a");

@@ -18,19 +18,6 @@ using namespace brecq;
 
 namespace {
 
-std::map<std::string, std::string> parse_flags(int argc, char** argv) {
-  std::map<std::string, std::string> f{{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--w-bits", "2"},
-                                       {"--a-bits", "4"},      {"--loss", "mse"},      {"--granularity", "block"},
-                                       {"--seed", "1029"},     {"--shared", "../shared"}, {"--out", ""},
-                                       {"--recipe", "brecq"}};
-  for (int i = 1; i < argc; i += 2) {
-    check(f.count(argv[i]) && i + 1 < argc, "unknown flag or missing value at '", argv[i],
-          "'; flags: --iters-w --iters-a --w-bits --a-bits --loss --granularity --seed --shared --out --recipe");
-    f[argv[i]] = argv[i + 1];
-  }
-  return f;
-}
-
 /// Multiply-accumulates per image of each layer (by id), from one forward pass.
 std::vector<double> layer_macs(const nn::Model& m) {
   std::vector<double> macs(m.layers().size(), 0.0);
@@ -48,7 +35,13 @@ std::vector<double> layer_macs(const nn::Model& m) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  const auto f = parse_flags(argc, argv);
+  const auto f = bench::parse_flags(
+      argc, argv,
+      {{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--w-bits", "2"}, {"--a-bits", "4"},
+       {"--loss", "mse"}, {"--granularity", "block"}, {"--seed", "1029"}, {"--shared", "../shared"},
+       {"--out", "results/brecq_resnet20.md"}, {"--recipe", "brecq"}},
+      "brecq_resnet20 [--iters-w N] [--iters-a N] [--w-bits N] [--a-bits N] [--loss mse|fisher] "
+      "[--granularity G] [--seed N] [--shared DIR] [--out FILE] [--recipe brecq|qdrop]");
   const std::string shared = f.at("--shared");
   const std::string weights = shared + "/models/resnet20_cifar10.safetensors";
   if (!std::filesystem::exists(weights)) {
@@ -117,7 +110,7 @@ int main(int argc, char** argv) try {
      << " TFLOP at " << bench::fmt("%.1f", flops_total / total / 1e9) << " GFLOP/s overall\n\n"
      << "top-1 on the 10,000 CIFAR-10 test images: " << bench::fmt("%.2f", top1) << " %\n";
   std::cout << os.str();
-  bench::emit(os.str(), bench::out_path(argc, argv, "brecq_resnet20"));
+  bench::emit(os.str(), f.at("--out"));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "brecq_resnet20: %s\n", e.what());

@@ -88,11 +88,24 @@ inline double measure_peak_gflops() {
   return 2.0 * Vec::size * static_cast<double>(kIters / kAcc * kAcc) / t * 1e-9 * num_threads();
 }
 
-/// "--out PATH" from argv, else results/<name>.md.
-inline std::string out_path(int argc, char** argv, std::string_view name) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string_view(argv[i]) == "--out") return argv[i + 1];
-  return "results/" + std::string(name) + ".md";
+/// Flags "--name value" from argv over their defaults. "--help" prints usage and exits; an unknown
+/// flag or a missing value is an error naming it and listing the flags there are.
+inline std::map<std::string, std::string> parse_flags(int argc, char** argv,
+                                                      std::map<std::string, std::string> defaults,
+                                                      std::string_view usage) {
+  std::string names;
+  for (const auto& [k, v] : defaults) names += " " + k;
+  for (int i = 1; i < argc; i += 2) {
+    const std::string_view a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << usage << "\n";
+      std::exit(0);
+    }
+    check(defaults.count(std::string(a)), "unknown flag '", a, "'; flags:", names);
+    check(i + 1 < argc, "flag ", a, " expects a value");
+    defaults[std::string(a)] = argv[i + 1];
+  }
+  return defaults;
 }
 
 /// Writes text (already printed row by row) to path, creating its directory.

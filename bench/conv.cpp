@@ -41,8 +41,11 @@ Conv2dGeometry conv(int64_t batch, int64_t cin, int64_t hw, int64_t cout, int64_
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace brecq::bench;
+  auto f = parse_flags(argc, argv, {{"--out", "results/conv.md"}},
+                       "conv [--out results/conv.md]: per-layer convolution times (and a JSON file "
+                       "beside the table)");
   const std::vector<Layer> layers = {
       {"R20 stem 3->16 32x32", conv(32, 3, 32, 16, 3, 1)},
       {"R20 stage1 16->16 32x32", conv(32, 16, 32, 16, 3, 1)},
@@ -117,7 +120,11 @@ int main(int argc, char** argv) {
   }
   std::cout << "\n";
   js << "\n]}\n";
-  const std::string out = out_path(argc, argv, "conv");
+  const std::string out = f["--out"];
   emit(os.str(), out);
   emit(js.str(), std::filesystem::path(out).replace_extension(".json").string());
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "conv: %s\n", e.what());
+  return 1;
 }

@@ -1,6 +1,6 @@
 // SGEMM throughput: brecq's simd::sgemm (the kernels::sgemm fast path) against OpenBLAS
 // cblas_sgemm in the same run, on square sizes and on the GEMMs that convolution layers reduce to.
-// Usage: gemm [--out results/gemm.md]
+// Usage: gemm [--only SUBSTRING] [--out results/gemm.md]
 #include "brecq/kernels/gemm.hpp"
 
 #include <cblas.h>
@@ -35,8 +35,11 @@ void add_conv(std::vector<Shape>& v, const std::string& name, int64_t cout, int6
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   using namespace brecq::bench;
+  auto f = parse_flags(argc, argv, {{"--only", ""}, {"--out", "results/gemm.md"}},
+                       "gemm [--only SUBSTRING] [--out results/gemm.md]: SGEMM GFLOP/s, ours and "
+                       "OpenBLAS's; --only keeps the shapes whose name contains SUBSTRING");
   std::vector<Shape> shapes;
   for (int64_t n : {64, 128, 256, 512, 1024, 2048}) shapes.push_back({"square", n, n, n});
   shapes.push_back({"square A^T", 1024, 1024, 1024, true, false});
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
   add_conv(shapes, "R18 layer3", 256, 2304, 196);
   add_conv(shapes, "R18 layer4", 512, 4608, 49);
 
+  std::erase_if(shapes, [&](const Shape& s) { return s.name.find(f["--only"]) == std::string::npos; });
+  brecq::check(!shapes.empty(), "--only '", f["--only"], "' matches no shape name");
   const double peak = measure_peak_gflops();
   std::ostringstream os;
   os << "# SGEMM: brecq simd::sgemm vs OpenBLAS cblas_sgemm\n\n"
@@ -105,5 +110,9 @@ int main(int argc, char** argv) {
     os << row.str();
   }
   std::cout << "\n";
-  emit(os.str(), out_path(argc, argv, "gemm"));
+  emit(os.str(), f["--out"]);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "gemm: %s\n", e.what());
+  return 1;
 }

@@ -43,6 +43,9 @@ double forward_gflop(const nn::Model& m, const Tensor& x) {
 
 int main(int argc, char** argv) try {
   using namespace brecq::bench;
+  auto f = parse_flags(argc, argv, {{"--out", "results/models.md"}},
+                       "models [--out results/models.md]: whole-model forward and forward+backward "
+                       "times (and a JSON file beside the table)");
   const std::vector<Case> cases = {{"resnet18", 8, 224}, {"mobilenet_v2", 8, 224}, {"resnet20_cifar", 128, 32}};
   const double peak = measure_peak_gflops();
   std::ostringstream os, js;
@@ -91,7 +94,7 @@ int main(int argc, char** argv) try {
        << ", \"forward_backward_ms\": " << fmt("%.3f", t_train * 1e3) << "}";
   }
   js << "\n]}\n";
-  const std::string out = out_path(argc, argv, "models");
+  const std::string out = f["--out"];
   emit(os.str(), out);
   emit(js.str(), std::filesystem::path(out).replace_extension(".json").string());
   return 0;
