@@ -15,6 +15,10 @@
 
 namespace {
 
+// Rounds per shape: on a shared 2-core VM a single round's ratio moves by +-0.15; five keep the
+// best of each side close to what a quiet machine gives.
+constexpr int kRounds = 5;
+
 struct Shape {
   std::string name;
   int64_t M, N, K;
@@ -72,7 +76,8 @@ int main(int argc, char** argv) try {
      << " cores x 2 FMA pipes x " << xsimd::batch<float>::size << " lanes x 2 flop x "
      << fmt("%.2f", peak / (brecq::num_threads() * 4.0 * xsimd::batch<float>::size))
      << " GHz, the clock measured with an FMA loop on one core.\n"
-     << "Each figure: best of 3 rounds (alternating brecq and OpenBLAS) of best-of->=3 runs after "
+     << "Each figure: best of " << kRounds
+     << " rounds (alternating brecq and OpenBLAS) of best-of->=3 runs after "
         "a "
         "warm-up. Row-major C = op(A) op(B); A^T / B^T mark transposed operands.\n\n"
      << "| shape | M | N | K | op | brecq GFLOP/s | % peak | OpenBLAS GFLOP/s | % peak | brecq / "
@@ -86,7 +91,7 @@ int main(int argc, char** argv) try {
         2.0 * static_cast<double>(s.M) * static_cast<double>(s.N) * static_cast<double>(s.K);
     // Alternate the two libraries over a few rounds so that both see the same machine load.
     double t_ours = 1e30, t_blas = 1e30;
-    for (int round = 0; round < 3; ++round) {
+    for (int round = 0; round < kRounds; ++round) {
       settle();
       t_ours = std::min(t_ours, best_time([&] {
                           brecq::kernels::sgemm(s.M, s.N, s.K, a.data(), lda, b.data(), ldb,

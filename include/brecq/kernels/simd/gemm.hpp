@@ -114,6 +114,13 @@ template <int M, int NV, bool AInPlace, bool BInPlace>
 inline void micro_tile(int64_t kc, const float* a, const float* const* rows, const float* b,
                        const int64_t* boffs, float* c, int64_t ldc, float alpha, float beta,
                        int64_t n) {
+  // The tile of C is touched once, after kc steps: fetch its lines now, as once C outgrows L2
+  // its rows (a page apart) miss to L3 at the end of every tile (measured on Zen 3, one thread:
+  // M = N = K = 2000 went from 0.76x to 0.9x OpenBLAS with this).
+  for (int i = 0; i < M; ++i) {
+    __builtin_prefetch(c + i * ldc, 1);
+    __builtin_prefetch(c + i * ldc + NV * kVec - 1, 1);
+  }
   Vec acc[M][NV];
   for (int i = 0; i < M; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = Vec(0.0f);
@@ -204,6 +211,9 @@ struct MatrixB {
   }
   /// Whether pack_block reads rows of op(B) in one sequential pass.
   bool rows_contiguous() const { return b.cs == 1; }
+  /// Whether each row of op(B) lies on a page of its own (4 KiB or more apart), so that packing
+  /// a kNR-wide panel touches kc pages.
+  bool rows_pages_apart() const { return b.rs >= 1024; }
   /// op(B)[k0:k0+kc, j0:j0+nc] -> dst: [ceil(nc/kNR)][kc][kNR], row by row: one sequential read
   /// stream, where panel-by-panel packing reads kc rows at once (each on its own page, when rows
   /// are long), which the prefetchers cannot follow.
@@ -252,31 +262,35 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
                          const float* b_rows, const int64_t* b_offs, int64_t k0, int64_t j0,
                          float* c, int64_t ldc, float alpha, float beta) {
   const bool a_in_place = a_src.in_place();
-  const float* rows[kMR] = {};
-  for (int64_t j = 0; j < nc; j += kNR) {
-    const int64_t n = std::min<int64_t>(kNR, nc - j);
-    const int64_t nv = (n + kVec - 1) / kVec;
-    const bool b_in_place = a_in_place && b_rows && n == kNR;
-    float* panel = pb + j / kNR * pb_stride;
+  const auto b_in_place = [&](int64_t j) { return a_in_place && b_rows && nc - j >= kNR; };
+  const auto pack = [&](int64_t j) {  // -> panel j / kNR: [kc][kNR]
     if constexpr (!std::is_same_v<PackB, PackedB>)
-      if (pack_b && !b_in_place) (*pack_b)(k0, kc, j0 + j, n, panel);  // -> panel: [kc][kNR]
-    for (int64_t i = 0; i < mc; i += kMR) {
-      const int64_t m = std::min<int64_t>(kMR, mc - i);
-      float* ct = c + i * ldc + j;
-      if (!a_in_place) {
-        kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, panel, nullptr, ct, ldc,
-                                            alpha, beta, n);
-        continue;
-      }
-      for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
-      if (b_in_place) {
-        kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc,
+      if (pack_b && !b_in_place(j))
+        (*pack_b)(k0, kc, j0 + j, std::min<int64_t>(kNR, nc - j), pb + j / kNR * pb_stride);
+  };
+  const auto tile = [&](int64_t i, int64_t j) {  // C[i : i + kMR, j : j + kNR]
+    const int64_t m = std::min<int64_t>(kMR, mc - i), n = std::min<int64_t>(kNR, nc - j);
+    const int64_t nv = (n + kVec - 1) / kVec;
+    const float* panel = pb + j / kNR * pb_stride;
+    float* ct = c + i * ldc + j;
+    if (!a_in_place) {
+      kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, panel, nullptr, ct, ldc,
                                           alpha, beta, n);
-      } else {
-        kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, panel, nullptr, ct, ldc, alpha,
-                                           beta, n);
-      }
+      return;
     }
+    const float* rows[kMR] = {};
+    for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
+    if (b_in_place(j)) {
+      kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc,
+                                        alpha, beta, n);
+    } else {
+      kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, panel, nullptr, ct, ldc, alpha, beta,
+                                         n);
+    }
+  };
+  for (int64_t j = 0; j < nc; j += kNR) {  // one B panel stays in L1 while the A block streams
+    pack(j);
+    for (int64_t i = 0; i < mc; i += kMR) tile(i, j);
   }
 }
 
@@ -317,11 +331,14 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
                        c + ic * ldc + jc, ldc, alpha, beta_pc);
         } else {
           // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
-          // (or read in place through b_offs); for a few rows of C, whole and row by row first,
-          // as then each panel is used by few tiles and the read pattern decides.
+          // (or read in place through b_offs); whole and row by row first for a few rows of C,
+          // as then each panel is used by few tiles and the read pattern decides, and for rows a
+          // page apart, which panel by panel no prefetcher follows (measured on Zen 3, 2 threads:
+          // 32 x 32768 x 288 went from 0.56x to 0.93x OpenBLAS, 2048^3 from 0.85x to 1.02x).
           bool packed = false;
           if constexpr (HasPackBlock<PackB>::value)
-            if (ic == 0 && M <= 4 * kMR && pack_b.rows_contiguous()) {
+            if (ic == 0 && (M <= 4 * kMR || pack_b.rows_pages_apart()) &&
+                pack_b.rows_contiguous()) {
               pack_b.pack_block(k0 + pc, kc, n0 + jc, nc, pb);
               packed = true;
             }
@@ -411,10 +428,13 @@ inline void dot_serial(int64_t M, int64_t N, int64_t K, Operand a, Operand b, fl
 }
 
 /// Whether to multiply by dot tiles rather than packed panels: only for A * B^T with a very skinny
-/// side, where the transposing packs cost more than the multiply (measured on Zen 5: dot tiles win
-/// for M = 16, e.g. 98 vs 78 GFLOP/s at 16 x 144 x 1024 on one core, and lose from M = 32 on).
+/// side, where the transposing packs cost more than the multiply. Where that ends depends on the
+/// register file: with AVX-512 (Zen 5) dot tiles win for M = 16 (98 vs 78 GFLOP/s at 16 x 144 x
+/// 1024 on one core) and lose from M = 32 on; with AVX2 (Zen 3, 2 threads) they win for M <= 8
+/// (3 x 64 x 4096: 31-34 vs 12-14 GFLOP/s) and lose from M = 12 on (16 x 144 x 32768: 43-57 vs
+/// 61-66).
 inline bool use_dot(int64_t M, int64_t N, Operand a, Operand b) {
-  return a.cs == 1 && b.rs == 1 && std::min(M, N) <= 16;
+  return a.cs == 1 && b.rs == 1 && std::min(M, N) <= (kVecRegisters >= 32 ? 16 : 8);
 }
 
 /// C = beta * C over an M x N block (beta == 0 writes zeros without reading C).
