@@ -83,6 +83,9 @@ TEST_CASE("simd::sgemm across cache blocks and thread splits") {
   // few rows of C and long rows of B: B blocks packed row by row (kNC-wide blocks, a tail panel)
   check_gemm({16, 2071, 37, {.alpha = 1.0f, .beta = 0.5f}});
   check_gemm({3, 1100, 300, {}});
+  // ... for many rows of C too when B's rows are a page apart; with a shallow K (a partial last
+  // row group) C is then swept by rows of tiles
+  check_gemm({40, 1100, 21, {.trans_a = true, .alpha = 1.0f, .beta = 1.0f}});
   // transposed B with whole vector squares along K, then a partial strip
   check_gemm({40, 48, 77, {.trans_a = true, .trans_b = true}});
 }
