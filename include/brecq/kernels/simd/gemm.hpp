@@ -105,6 +105,17 @@ inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int
   }
 }
 
+/// Makes the compiler hold v in a register: otherwise GCC folds each use of a loaded B vector
+/// into a memory-operand FMA, re-reading it once per row of the tile, and a 3- or 4-row AVX2
+/// tile becomes load-bound (measured on Zen 3: 4 rows took 6.6 cycles per k, 4.2 with this).
+inline void keep_in_register([[maybe_unused]] Vec& v) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  asm("" : "+x"(v.data));
+#elif defined(__GNUC__) && defined(__aarch64__)
+  asm("" : "+w"(v.data));
+#endif
+}
+
 /// C[0:M, 0:n] = alpha * A * B + beta * C for one register tile. A is either a kMR-high packed
 /// micro-panel a (AInPlace false: A(i, k) = a[k * kMR + i]) or M row pointers (AInPlace true:
 /// A(i, k) = rows[i][k]); only its first M rows are used. B is either a kNR-wide packed
@@ -127,9 +138,11 @@ inline void micro_tile(int64_t kc, const float* a, const float* const* rows, con
     for (int v = 0; v < NV; ++v) acc[i][v] = Vec(0.0f);
   for (int64_t k = 0; k < kc; ++k) {
     Vec bv[NV];
-    for (int v = 0; v < NV; ++v)
+    for (int v = 0; v < NV; ++v) {
       bv[v] = BInPlace ? Vec::load_unaligned(b + boffs[k] + v * kVec)
                        : Vec::load_aligned(b + k * kNR + v * kVec);
+      keep_in_register(bv[v]);
+    }
     for (int i = 0; i < M; ++i) {
       const Vec ai(AInPlace ? rows[i][k] : a[k * kMR + i]);
       for (int v = 0; v < NV; ++v) acc[i][v] = xsimd::fma(ai, bv[v], acc[i][v]);
@@ -260,8 +273,29 @@ inline void pack_b_panels(Operand b, int64_t K, int64_t N, float* dst) {
   pack_panels<kNR>(b.p, b.cs, b.rs, N, K, dst);
 }
 
+/// Calls f(i, m) for the register-tile rows [i, i + m) of an mc-row block, in order: kMR rows
+/// each, except that a last tile of at most kMR / 2 rows shares rows with the one before it
+/// (8 = 4 + 4, not 6 + 2), as a tile of few rows has too few accumulators to cover the FMA
+/// latency (measured on Zen 3, cycles per k of the AVX2 tiles by rows 1..6: 3.8 4.0 4.2 4.3 5.4
+/// 6.3).
+/// Packed A holds one kMR-high micro-panel per tile.
+template <class F>
+inline void for_row_tiles(int64_t mc, F&& f) {
+  const int64_t rem = mc % kMR;
+  const bool balance = rem != 0 && rem <= kMR / 2 && mc > kMR;
+  const int64_t last = balance ? mc - rem - kMR : mc;  // tiles from here on are balanced
+  int64_t i = 0;
+  for (; i < last; i += kMR) f(i, std::min<int64_t>(kMR, mc - i));
+  if (balance) {
+    const int64_t first = (kMR + rem + 1) / 2;
+    f(i, first);
+    f(i + first, kMR + rem - first);
+  }
+}
+
 /// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a kc x nc block of B
-/// (columns from j0) into C (mc x nc). A comes packed in pa, or in place from a_src. B comes in
+/// (columns from j0) into C (mc x nc). A comes packed in pa (micro-panels as for_row_tiles
+/// splits the rows), or in place from a_src. B comes in
 /// place when b_rows (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
 /// otherwise packed in pb (panel p at pb + p * pb_stride), each micro-panel being packed by
 /// pack_b (if given) just before its use, so that the first pass over a B block finds its panel
@@ -278,14 +312,15 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
       if (pack_b && !b_in_place(j))
         (*pack_b)(k0, kc, j0 + j, std::min<int64_t>(kNR, nc - j), pb + j / kNR * pb_stride);
   };
-  const auto tile = [&](int64_t i, int64_t j) {  // C[i : i + kMR, j : j + kNR]
-    const int64_t m = std::min<int64_t>(kMR, mc - i), n = std::min<int64_t>(kNR, nc - j);
+  // C[i : i + m, j : j + kNR], the t-th row tile
+  const auto tile = [&](int64_t t, int64_t i, int64_t m, int64_t j) {
+    const int64_t n = std::min<int64_t>(kNR, nc - j);
     const int64_t nv = (n + kVec - 1) / kVec;
     const float* panel = pb + j / kNR * pb_stride;
     float* ct = c + i * ldc + j;
     if (!a_in_place) {
-      kTiles<false, false>[m - 1][nv - 1](kc, pa + i * kc, nullptr, panel, nullptr, ct, ldc,
-                                          alpha, beta, n);
+      kTiles<false, false>[m - 1][nv - 1](kc, pa + t * kc * kMR, nullptr, panel, nullptr, ct,
+                                          ldc, alpha, beta, n);
       return;
     }
     const float* rows[kMR] = {};
@@ -303,13 +338,17 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
     // by rows of tiles, kMR sequential write streams, instead of a column of tiles at a time
     // (mc rows, each a page apart). Measured on Zen 3, one thread: 144 x 32768 x 16 (A^T B)
     // went from 0.9x to 1.7x OpenBLAS, 288 x 32768 x 32 from 1.0x to 1.4x.
-    for (int64_t i = 0; i < mc; i += kMR)
-      for (int64_t j = 0; j < nc; j += kNR) tile(i, j);
+    int64_t t = 0;
+    for_row_tiles(mc, [&](int64_t i, int64_t m) {
+      for (int64_t j = 0; j < nc; j += kNR) tile(t, i, m, j);
+      ++t;
+    });
     return;
   }
   for (int64_t j = 0; j < nc; j += kNR) {  // one B panel stays in L1 while the A block streams
     pack(j);
-    for (int64_t i = 0; i < mc; i += kMR) tile(i, j);
+    int64_t t = 0;
+    for_row_tiles(mc, [&](int64_t i, int64_t m) { tile(t++, i, m, j); });
   }
 }
 
@@ -341,8 +380,14 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
       }
       for (int64_t ic = 0; ic < M; ic += kMC) {
         const int64_t mc = std::min(kMC, M - ic);
-        // op(A)[ic:ic+mc, pc:pc+kc] -> pa: [mc/kMR][kc][kMR] (unless read in place)
-        if (pa) a_src.pack(m0 + ic, mc, k0 + pc, kc, pa);
+        // op(A)[ic:ic+mc, pc:pc+kc] -> pa: [tiles][kc][kMR] (unless read in place)
+        if (pa) {
+          float* panel = pa;
+          for_row_tiles(mc, [&](int64_t i, int64_t m) {
+            a_src.pack(m0 + ic + i, m, k0 + pc, kc, panel);
+            panel += kc * kMR;
+          });
+        }
         if constexpr (prepacked) {  // panels of columns n0 + jc.., rows k0 + pc..
           macro_kernel(mc, nc, kc, a_src, pa, m0 + ic,
                        pack_b.panels + ((n0 + jc) / kNR * pack_b.K + k0 + pc) * kNR,
