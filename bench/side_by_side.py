@@ -3,11 +3,14 @@
 build/bench/models (per-layer convolution passes; whole-model forward and forward+backward), then
 times the same layers and models with PyTorch, and prints the ratio PyTorch time / our time
 (> 1: we are faster). Both sides: median of 7 samples after a warm-up, a sample being back-to-back
-calls lasting about 10 ms. Writes results/side_by_side.md (or --out).
+calls lasting about 10 ms. The two sides alternate for --rounds rounds and each keeps its fastest
+round, so that a slow spell of a shared machine does not fall on one side only; the table also
+gives the range of the per-round ratios. Writes results/side_by_side.md (or --out).
 
 Run from the repository root with Debian's python3 and python3-torch / python3-torchvision:
 
-  /usr/bin/python3 bench/side_by_side.py [--threads 2] [--build build] [--out results/side_by_side.md]
+  /usr/bin/python3 bench/side_by_side.py [--threads 2] [--rounds 3] [--build build]
+      [--out results/side_by_side.md]
 
 The PyTorch models are torchvision's ResNet-18 and MobileNetV2 and the CIFAR ResNet-20 of
 tools/make_golden_models.py (the definitions our golden-logit tests check against).
@@ -94,54 +97,68 @@ def torch_model_times(m):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default="results/side_by_side.md")
     a = ap.parse_args()
     if a.threads < 1:
         sys.exit(f"side_by_side: --threads expects a positive count, got {a.threads}")
+    if a.rounds < 1:
+        sys.exit(f"side_by_side: --rounds expects a positive count, got {a.rounds}")
     torch.set_num_threads(a.threads)
     out_dir = os.path.dirname(a.out) or "."
     os.makedirs(out_dir, exist_ok=True)
 
-    conv = run_ours(a.build, "conv", os.path.join(out_dir, "conv.md"), a.threads)
-    models = run_ours(a.build, "models", os.path.join(out_dir, "models.md"), a.threads)
-    peak = models["peak_gflops"]
+    # rounds[r] = (our conv layers, our models, PyTorch conv times, PyTorch model times)
+    rounds = []
+    for r in range(a.rounds):
+        print(f"round {r + 1} of {a.rounds}", file=sys.stderr, flush=True)
+        conv = run_ours(a.build, "conv", os.path.join(out_dir, "conv.md"), a.threads)["layers"]
+        models_json = run_ours(a.build, "models", os.path.join(out_dir, "models.md"), a.threads)
+        rounds.append((conv, models_json["models"], [torch_conv_times(l) for l in conv],
+                       [torch_model_times(m) for m in models_json["models"]]))
+    peak = models_json["peak_gflops"]
+
+    def best(values):  # fastest round, and the range of the per-round ratios theirs / ours
+        ours, theirs = min(v[0] for v in values), min(v[1] for v in values)
+        ratios = [v[1] / v[0] for v in values]
+        return ours, theirs, f"{min(ratios):.2f}–{max(ratios):.2f}"
+
     lines = [
         "# Side by side with PyTorch CPU",
         "",
-        f"Command: `/usr/bin/python3 bench/side_by_side.py --threads {a.threads}`. PyTorch {torch.__version__}, "
-        f"{a.threads} threads on both sides, {platform.processor() or platform.machine()}; FP32 peak "
-        f"{peak:.0f} GFLOP/s (threads x one core's FMA-loop rate). Median of 7 samples after a warm-up. "
-        "Ratio = PyTorch time / brecq time (> 1: brecq is faster).",
+        f"Command: `/usr/bin/python3 bench/side_by_side.py --threads {a.threads} --rounds {a.rounds}`. "
+        f"PyTorch {torch.__version__}, {a.threads} threads on both sides, "
+        f"{platform.processor() or platform.machine()}; FP32 peak {peak:.0f} GFLOP/s (threads x one "
+        "core's FMA-loop rate). Each time: median of 7 samples after a warm-up, the fastest of "
+        f"{a.rounds} alternating rounds. Ratio = PyTorch time / brecq time (> 1: brecq is faster); "
+        "the range is that of the per-round ratios.",
         "",
         "## Whole models (random weights)",
         "",
-        "| model | input | pass | brecq ms | brecq % peak | PyTorch ms | ratio |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | input | pass | brecq ms | brecq % peak | PyTorch ms | ratio | per-round range |",
+        "|---|---|---|---:|---:|---:|---:|---|",
     ]
-    print("\n".join(lines), flush=True)
-    for m in models["models"]:
-        tf, tt = torch_model_times(m)
+    for i, m in enumerate(rounds[0][1]):
         shape = f"{m['batch']}x3x{m['hw']}x{m['hw']}"
-        for name, ours, theirs, flop in (("forward", m["forward_ms"], tf, m["gflop_forward"]),
-                                         ("forward+backward", m["forward_backward_ms"], tt, 3 * m["gflop_forward"])):
-            row = (f"| {m['model']} | {shape} | {name} | {ours:.2f} | {100 * flop / (ours * 1e-3) / peak:.0f}% | "
-                   f"{theirs * 1e3:.2f} | {theirs * 1e3 / ours:.2f} |")
-            print(row, flush=True)
-            lines.append(row)
+        for p, (name, key) in enumerate((("forward", "forward_ms"),
+                                         ("forward+backward", "forward_backward_ms"))):
+            ours, theirs, spread = best([(r[1][i][key], r[3][i][p] * 1e3) for r in rounds])
+            flop = m["gflop_forward"] * (1 if p == 0 else 3)
+            lines.append(f"| {m['model']} | {shape} | {name} | {ours:.2f} | "
+                         f"{100 * flop / (ours * 1e-3) / peak:.0f}% | {theirs:.2f} | "
+                         f"{theirs / ours:.2f} | {spread} |")
     lines += ["", "## Convolution layers", "",
               "| layer | N | fwd brecq / PyTorch ms | ratio | bwd-input brecq / PyTorch ms | ratio "
               "| bwd-weight brecq / PyTorch ms | ratio |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    print("\n".join(lines[-4:]), flush=True)
-    for l in conv["layers"]:
-        theirs = torch_conv_times(l)
+    for i, l in enumerate(rounds[0][0]):
         cells = []
-        for key, t in zip(("forward_ms", "backward_input_ms", "backward_weight_ms"), theirs):
-            cells += [f"{l[key]:.3f} / {t * 1e3:.3f}", f"{t * 1e3 / l[key]:.2f}"]
-        row = f"| {l['name']} | {l['batch']} | " + " | ".join(cells) + " |"
-        print(row, flush=True)
-        lines.append(row)
+        for p, key in enumerate(("forward_ms", "backward_input_ms", "backward_weight_ms")):
+            ours, theirs, _ = best([(r[0][i][key], r[2][i][p] * 1e3) for r in rounds])
+            cells += [f"{ours:.3f} / {theirs:.3f}", f"{theirs / ours:.2f}"]
+        lines.append(f"| {l['name']} | {l['batch']} | " + " | ".join(cells) + " |")
+    print("\n".join(lines), flush=True)
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"written to {a.out}")
