@@ -107,7 +107,7 @@ inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int
 
 /// Makes the compiler hold v in a register: otherwise GCC folds each use of a loaded B vector
 /// into a memory-operand FMA, re-reading it once per row of the tile, and a 3- or 4-row AVX2
-/// tile becomes load-bound (measured on Zen 3: 4 rows took 6.6 cycles per k, 4.2 with this).
+/// tile becomes load-bound (measured on Zen 3: 4 rows took 6.6 cycles per k, 4.3 with this).
 inline void keep_in_register([[maybe_unused]] Vec& v) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   asm("" : "+x"(v.data));
@@ -276,9 +276,8 @@ inline void pack_b_panels(Operand b, int64_t K, int64_t N, float* dst) {
 /// Calls f(i, m) for the register-tile rows [i, i + m) of an mc-row block, in order: kMR rows
 /// each, except that a last tile of at most kMR / 2 rows shares rows with the one before it
 /// (8 = 4 + 4, not 6 + 2), as a tile of few rows has too few accumulators to cover the FMA
-/// latency (measured on Zen 3, cycles per k of the AVX2 tiles by rows 1..6: 3.8 4.0 4.2 4.3 5.4
-/// 6.3).
-/// Packed A holds one kMR-high micro-panel per tile.
+/// latency (measured on Zen 3, cycles per k of the AVX2 tiles of 1..6 rows: 3.8 4.0 4.2 4.3 5.4
+/// 6.3). Packed A holds one kMR-high micro-panel per tile.
 template <class F>
 inline void for_row_tiles(int64_t mc, F&& f) {
   const int64_t rem = mc % kMR;
@@ -295,8 +294,8 @@ inline void for_row_tiles(int64_t mc, F&& f) {
 
 /// Multiplies an mc x kc block of A (rows from i0, depth from k0) by a kc x nc block of B
 /// (columns from j0) into C (mc x nc). A comes packed in pa (micro-panels as for_row_tiles
-/// splits the rows), or in place from a_src. B comes in
-/// place when b_rows (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
+/// splits the rows), or in place from a_src. B comes in place when b_rows
+/// (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
 /// otherwise packed in pb (panel p at pb + p * pb_stride), each micro-panel being packed by
 /// pack_b (if given) just before its use, so that the first pass over a B block finds its panel
 /// in L1.
