@@ -42,11 +42,14 @@ std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::stri
   lo = std::max(0.0, std::floor(lo - 2)), hi = std::min(100.0, std::ceil(hi + 1));
   auto y = [&](double v) { return bottom - (v - lo) / (hi - lo) * (bottom - top); };
   std::ostringstream s;
-  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='11'>\n"
-    << "<text x='" << left << "' y='16' font-size='13'>BRECQ top-1 (%) by reconstruction granularity</text>\n";
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
+    << "' font-family='sans-serif' font-size='11'>\n"
+    << "<text x='" << left
+    << "' y='16' font-size='13'>BRECQ top-1 (%) by reconstruction granularity</text>\n";
   for (int t = 0; t <= 4; ++t) {
     const double v = lo + (hi - lo) * t / 4;
-    s << "<line x1='" << left << "' x2='" << W - 10 << "' y1='" << y(v) << "' y2='" << y(v) << "' stroke='#ddd'/>"
+    s << "<line x1='" << left << "' x2='" << W - 10 << "' y1='" << y(v) << "' y2='" << y(v)
+      << "' stroke='#ddd'/>"
       << "<text x='5' y='" << y(v) + 4 << "'>" << bench::fmt("%.1f", v) << "</text>\n";
   }
   const double gw = static_cast<double>(W - left - 20) / static_cast<double>(groups.size());
@@ -55,15 +58,18 @@ std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::stri
       for (const Result& r : rs)
         if (r.model + " " + r.setting == groups[g] && r.granularity == gran[k]) {
           const double x = left + g * gw + 10 + k * (gw - 20) / 4;
-          s << "<rect x='" << x << "' y='" << y(r.top1) << "' width='" << (gw - 20) / 4 - 4 << "' height='"
-            << bottom - y(r.top1) << "' fill='" << colors[k] << "'/>"
-            << "<text x='" << x << "' y='" << y(r.top1) - 3 << "' font-size='9'>" << bench::fmt("%.1f", r.top1) << "</text>\n";
+          s << "<rect x='" << x << "' y='" << y(r.top1) << "' width='" << (gw - 20) / 4 - 4
+            << "' height='" << bottom - y(r.top1) << "' fill='" << colors[k] << "'/>"
+            << "<text x='" << x << "' y='" << y(r.top1) - 3 << "' font-size='9'>"
+            << bench::fmt("%.1f", r.top1) << "</text>\n";
         }
-    s << "<text x='" << left + g * gw + 10 << "' y='" << bottom + 16 << "'>" << groups[g] << "</text>\n";
+    s << "<text x='" << left + g * gw + 10 << "' y='" << bottom + 16 << "'>" << groups[g]
+      << "</text>\n";
   }
   for (size_t k = 0; k < gran.size(); ++k)
-    s << "<rect x='" << left + 10 + 90 * k << "' y='" << H - 18 << "' width='10' height='10' fill='" << colors[k]
-      << "'/><text x='" << left + 24 + 90 * k << "' y='" << H - 9 << "'>" << gran[k] << "</text>\n";
+    s << "<rect x='" << left + 10 + 90 * k << "' y='" << H - 18 << "' width='10' height='10' fill='"
+      << colors[k] << "'/><text x='" << left + 24 + 90 * k << "' y='" << H - 9 << "'>" << gran[k]
+      << "</text>\n";
   s << "</svg>\n";
   return s.str();
 }
@@ -73,9 +79,13 @@ std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::stri
 int main(int argc, char** argv) try {
   auto f = bench::parse_flags(
       argc, argv,
-      {{"--iters-w", "20000"}, {"--iters-a", "5000"}, {"--seed", "1029"}, {"--shared", "../shared"},
+      {{"--iters-w", "20000"},
+       {"--iters-a", "5000"},
+       {"--seed", "1029"},
+       {"--shared", "../shared"},
        {"--fashion-model", "models/fashion_mnist_resnet18_w16.safetensors"},
-       {"--models", "resnet20,fashion"}, {"--out", "results/ablation_granularity"}},
+       {"--models", "resnet20,fashion"},
+       {"--out", "results/ablation_granularity"}},
       "ablation_granularity [--models resnet20,fashion] [--iters-w N] [--iters-a N] [--seed N] "
       "[--shared DIR] [--fashion-model FILE] [--out PREFIX]");
   quant::ReconstructionSettings s;
@@ -89,29 +99,37 @@ int main(int argc, char** argv) try {
   std::istringstream list(f["--models"]);
   for (std::string m; std::getline(list, m, ',');) {
     check(m == "resnet20" || m == "fashion",
-          "--models expects a comma-separated list of resnet20 and fashion, got '",
-          f["--models"], "'");
+          "--models expects a comma-separated list of resnet20 and fashion, got '", f["--models"],
+          "'");
     models.push_back(m);
   }
-  auto wanted = [&](const std::string& m) { return std::find(models.begin(), models.end(), m) != models.end(); };
+  auto wanted = [&](const std::string& m) {
+    return std::find(models.begin(), models.end(), m) != models.end();
+  };
 
   // A missing file fails with its path named (load_weights / SafetensorsFile / load_image_folder).
   std::vector<Task> tasks;
   if (wanted("resnet20")) {
     Task t{"ResNet-20 CIFAR-10", nn::make_model("resnet20_cifar"), Tensor(), Batch{}};
     nn::load_weights(t.model, f["--shared"] + "/models/resnet20_cifar10.safetensors");
-    t.calib = load_image_folder(f["--shared"] + "/data/cifar10/calib",
-                                {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed}).images;
-    t.test = load_image_folder(f["--shared"] + "/data/cifar10/test", {.preprocess = ImagePreprocess::cifar()});
+    t.calib =
+        load_image_folder(f["--shared"] + "/data/cifar10/calib",
+                          {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed})
+            .images;
+    t.test = load_image_folder(f["--shared"] + "/data/cifar10/test",
+                               {.preprocess = ImagePreprocess::cifar()});
     tasks.push_back(std::move(t));
   }
   if (wanted("fashion")) {
     SafetensorsFile file(f["--fashion-model"]);
     const int64_t width = file.info("conv1.weight").shape.at(0);
     Task t{"ResNet-18 Fashion-MNIST",
-           nn::make_model("resnet18_cifar", {.num_classes = 10, .in_channels = 1, .base_width = width}), Tensor(), Batch{}};
+           nn::make_model("resnet18_cifar",
+                          {.num_classes = 10, .in_channels = 1, .base_width = width}),
+           Tensor(), Batch{}};
     nn::load_weights(t.model, file);
-    const FashionMnist train = FashionMnist::load(MnistSplit::train, {.normalize = true});  // as trained
+    const FashionMnist train =
+        FashionMnist::load(MnistSplit::train, {.normalize = true});  // as trained
     const FashionMnist test = FashionMnist::load(MnistSplit::test, {.normalize = true});
     std::vector<int64_t> pick = seeded_permutation(train.size(), s.seed);
     pick.resize(1024);
@@ -130,7 +148,9 @@ int main(int argc, char** argv) try {
     for (const char* g : {"layer", "block", "stage", "network"}) {
       quant::QuantModel qm(t.model, {.w_bits = 2, .a_bits = 4});
       const size_t num_units = quant::units_for(g, qm.model).size();
-      auto top1 = [&] { return nn::evaluate([&](const Tensor& x) { return qm.forward(x); }, t.test).top1_percent(); };
+      auto top1 = [&] {
+        return nn::evaluate([&](const Tensor& x) { return qm.forward(x); }, t.test).top1_percent();
+      };
       Result w2{t.name, "W2", g, 0, 0};
       const double t0 = bench::now_s();
       double eval_seconds = 0;
@@ -145,8 +165,8 @@ int main(int argc, char** argv) try {
       const double run_seconds = bench::now_s() - t0 - eval_seconds;  // before the final evaluation
       Result w2a4{t.name, "W2A4", g, top1(), run_seconds};
       for (const Result& r : {w2, w2a4}) {
-        std::printf("%-26s %-5s %-8s top-1 %6.2f %%  %7.1f s\n", t.name.c_str(), r.setting.c_str(), g, r.top1,
-                    r.seconds);
+        std::printf("%-26s %-5s %-8s top-1 %6.2f %%  %7.1f s\n", t.name.c_str(), r.setting.c_str(),
+                    g, r.top1, r.seconds);
         results.push_back(r);
       }
       std::fflush(stdout);
@@ -155,20 +175,24 @@ int main(int argc, char** argv) try {
 
   std::ostringstream md, js;
   md << "# Granularity ablation (W2 weight-only and W2A4)\n\nweight iterations " << s.iters_w
-     << ", activation iterations " << s.iters_a << ", seed " << s.seed << ", threads " << num_threads()
+     << ", activation iterations " << s.iters_a << ", seed " << s.seed << ", threads "
+     << num_threads()
      << "; W2 is the weight pass of the W2A4 run (its time: the weight pass), W2A4 the whole run"
      << "\n\n| model | setting | layer | block | stage | network |\n|---|---|---|---|---|---|\n";
   js << "[\n";
   for (const std::string& g : groups) {
     md << "| " << g.substr(0, g.rfind(' ')) << " | " << g.substr(g.rfind(' ') + 1);
     for (const Result& r : results)
-      if (r.model + " " + r.setting == g) md << " | " << bench::fmt("%.2f", r.top1) << " (" << bench::fmt("%.0f", r.seconds) << " s)";
+      if (r.model + " " + r.setting == g)
+        md << " | " << bench::fmt("%.2f", r.top1) << " (" << bench::fmt("%.0f", r.seconds) << " s)";
     md << " |\n";
   }
   for (size_t i = 0; i < results.size(); ++i)
     js << "  {\"model\": \"" << results[i].model << "\", \"setting\": \"" << results[i].setting
-       << "\", \"granularity\": \"" << results[i].granularity << "\", \"top1\": " << bench::fmt("%.2f", results[i].top1)
-       << ", \"seconds\": " << bench::fmt("%.1f", results[i].seconds) << "}" << (i + 1 < results.size() ? ",\n" : "\n");
+       << "\", \"granularity\": \"" << results[i].granularity
+       << "\", \"top1\": " << bench::fmt("%.2f", results[i].top1)
+       << ", \"seconds\": " << bench::fmt("%.1f", results[i].seconds) << "}"
+       << (i + 1 < results.size() ? ",\n" : "\n");
   js << "]\n";
   std::cout << md.str();
   bench::emit(md.str(), f["--out"] + ".md");

@@ -4,8 +4,8 @@
 // results/<name>.md).
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -120,7 +120,8 @@ inline void emit(const std::string& text, const std::string& path) {
 inline int64_t flag_int(const std::map<std::string, std::string>& f, const std::string& k) {
   char* end = nullptr;
   const long long v = std::strtoll(f.at(k).c_str(), &end, 10);
-  check(!f.at(k).empty() && *end == '\0' && v >= 0, k, " expects a non-negative integer, got '", f.at(k), "'");
+  check(!f.at(k).empty() && *end == '\0' && v >= 0, k, " expects a non-negative integer, got '",
+        f.at(k), "'");
   return v;
 }
 

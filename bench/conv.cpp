@@ -94,20 +94,21 @@ int main(int argc, char** argv) try {
         b(g.out_channels, 0.0f);
     const double flops = 2.0 * static_cast<double>(ys) *
                          static_cast<double>(g.in_per_group() * g.kernel_h * g.kernel_w);
-    const double tf = median_time([&] {
-      brecq::kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data());
-    });
-    const double ti = median_time([&] {
-      brecq::kernels::conv2d_backward_input(g, dy.data(), w.data(), dx.data());
-    });
+    const double tf = median_time(
+        [&] { brecq::kernels::conv2d_forward(g, x.data(), w.data(), b.data(), y.data()); });
+    const double ti = median_time(
+        [&] { brecq::kernels::conv2d_backward_input(g, dy.data(), w.data(), dx.data()); });
     const double tw = median_time([&] {
       brecq::kernels::conv2d_backward_weight(g, x.data(), dy.data(), dw.data(), nullptr);
     });
-    js << (&l == &layers.front() ? "" : ",\n") << "  {\"name\": \"" << l.name << "\", \"batch\": " << g.batch
-       << ", \"in_channels\": " << g.in_channels << ", \"hw\": " << g.in_h << ", \"out_channels\": "
-       << g.out_channels << ", \"kernel\": " << g.kernel_h << ", \"stride\": " << g.stride_h
-       << ", \"pad\": " << g.pad_h << ", \"groups\": " << g.groups << ", \"gflop\": " << fmt("%.6f", flops * 1e-9)
-       << ", \"forward_ms\": " << fmt("%.4f", tf * 1e3) << ", \"backward_input_ms\": " << fmt("%.4f", ti * 1e3)
+    js << (&l == &layers.front() ? "" : ",\n") << "  {\"name\": \"" << l.name
+       << "\", \"batch\": " << g.batch << ", \"in_channels\": " << g.in_channels
+       << ", \"hw\": " << g.in_h << ", \"out_channels\": " << g.out_channels
+       << ", \"kernel\": " << g.kernel_h << ", \"stride\": " << g.stride_h
+       << ", \"pad\": " << g.pad_h << ", \"groups\": " << g.groups
+       << ", \"gflop\": " << fmt("%.6f", flops * 1e-9)
+       << ", \"forward_ms\": " << fmt("%.4f", tf * 1e3)
+       << ", \"backward_input_ms\": " << fmt("%.4f", ti * 1e3)
        << ", \"backward_weight_ms\": " << fmt("%.4f", tw * 1e3) << "}";
     std::ostringstream row;
     row << "| " << l.name << " | " << g.batch << " | " << fmt("%.3f", tf * 1e3) << " | "

@@ -66,7 +66,8 @@ int main(int argc, char** argv) try {
   add_conv(shapes, "R18 layer3", 256, 2304, 196);
   add_conv(shapes, "R18 layer4", 512, 4608, 49);
 
-  std::erase_if(shapes, [&](const Shape& s) { return s.name.find(f["--only"]) == std::string::npos; });
+  std::erase_if(shapes,
+                [&](const Shape& s) { return s.name.find(f["--only"]) == std::string::npos; });
   brecq::check(!shapes.empty(), "--only '", f["--only"], "' matches no shape name");
   const double peak = measure_peak_gflops();
   std::ostringstream os;

@@ -5,12 +5,13 @@
 // warm-up. Writes a Markdown table (--out, default results/models.md) and a JSON file beside it,
 // which bench/side_by_side.py reads to run the same models in PyTorch.
 // Usage: models [--out results/models.md]
+#include "brecq/nn/models.hpp"
+
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "brecq/autograd/tape.hpp"
-#include "brecq/nn/models.hpp"
 #include "brecq/ops/loss.hpp"
 #include "common.hpp"
 
@@ -28,9 +29,10 @@ double forward_gflop(const nn::Model& m, const Tensor& x) {
   double flop = 0;
   nn::ForwardHooks h;
   h.layer_output = [&](const nn::Layer& l, const Tensor&, const Tensor& out) {
-    const double per_output = l.kind == nn::LayerKind::linear
-                                  ? static_cast<double>(l.weight.dim(1))
-                                  : static_cast<double>(l.weight.dim(1) * l.weight.dim(2) * l.weight.dim(3));
+    const double per_output =
+        l.kind == nn::LayerKind::linear
+            ? static_cast<double>(l.weight.dim(1))
+            : static_cast<double>(l.weight.dim(1) * l.weight.dim(2) * l.weight.dim(3));
     flop += 2.0 * static_cast<double>(out.numel()) * per_output;
     return out;
   };
@@ -46,18 +48,23 @@ int main(int argc, char** argv) try {
   auto f = parse_flags(argc, argv, {{"--out", "results/models.md"}},
                        "models [--out results/models.md]: whole-model forward and forward+backward "
                        "times (and a JSON file beside the table)");
-  const std::vector<Case> cases = {{"resnet18", 8, 224}, {"mobilenet_v2", 8, 224}, {"resnet20_cifar", 128, 32}};
+  const std::vector<Case> cases = {
+      {"resnet18", 8, 224}, {"mobilenet_v2", 8, 224}, {"resnet20_cifar", 128, 32}};
   const double peak = measure_peak_gflops();
   std::ostringstream os, js;
   os << "# Whole-model forward and forward+backward times\n\nThreads: " << num_threads()
      << ". FP32 peak (threads x one core's FMA-loop rate): " << fmt("%.1f", peak)
-     << " GFLOP/s. Median of 7 samples after a warm-up; forward = inference (BatchNorm running statistics, no "
-        "tape), forward+backward = BatchNorm batch statistics, cross-entropy, gradients of all parameters "
+     << " GFLOP/s. Median of 7 samples after a warm-up; forward = inference (BatchNorm running "
+        "statistics, no "
+        "tape), forward+backward = BatchNorm batch statistics, cross-entropy, gradients of all "
+        "parameters "
         "(no optimizer step). GFLOP/s count the convolutions and linear layers only (backward = 2x "
         "forward).\n\n"
-     << "| model | input | GFLOP fwd | fwd ms | fwd GFLOP/s | fwd % peak | fwd+bwd ms | fwd+bwd GFLOP/s |\n"
+     << "| model | input | GFLOP fwd | fwd ms | fwd GFLOP/s | fwd % peak | fwd+bwd ms | fwd+bwd "
+        "GFLOP/s |\n"
      << "|---|---|---:|---:|---:|---:|---:|---:|\n";
-  js << "{\"threads\": " << num_threads() << ", \"peak_gflops\": " << fmt("%.1f", peak) << ", \"models\": [\n";
+  js << "{\"threads\": " << num_threads() << ", \"peak_gflops\": " << fmt("%.1f", peak)
+     << ", \"models\": [\n";
   std::cout << os.str() << std::flush;
   for (const Case& c : cases) {
     nn::Model m = nn::make_model(c.model);
@@ -82,15 +89,16 @@ int main(int argc, char** argv) try {
       for (Tensor& p : params) p.zero_grad();
     });
     std::ostringstream row;
-    row << "| " << c.model << " | " << c.batch << "x3x" << c.hw << "x" << c.hw << " | " << fmt("%.3f", gflop) << " | "
-        << fmt("%.2f", t_fwd * 1e3) << " | " << fmt("%.1f", gflop / t_fwd) << " | "
-        << fmt("%.0f%%", 100 * gflop / t_fwd / peak) << " | " << fmt("%.2f", t_train * 1e3) << " | "
-        << fmt("%.1f", 3 * gflop / t_train) << " |\n";
+    row << "| " << c.model << " | " << c.batch << "x3x" << c.hw << "x" << c.hw << " | "
+        << fmt("%.3f", gflop) << " | " << fmt("%.2f", t_fwd * 1e3) << " | "
+        << fmt("%.1f", gflop / t_fwd) << " | " << fmt("%.0f%%", 100 * gflop / t_fwd / peak) << " | "
+        << fmt("%.2f", t_train * 1e3) << " | " << fmt("%.1f", 3 * gflop / t_train) << " |\n";
     std::cout << row.str() << std::flush;
     os << row.str();
-    js << (&c == &cases.front() ? "" : ",\n") << "  {\"model\": \"" << c.model << "\", \"batch\": " << c.batch
-       << ", \"hw\": " << c.hw << ", \"num_classes\": " << m.num_classes << ", \"gflop_forward\": "
-       << fmt("%.4f", gflop) << ", \"forward_ms\": " << fmt("%.3f", t_fwd * 1e3)
+    js << (&c == &cases.front() ? "" : ",\n") << "  {\"model\": \"" << c.model
+       << "\", \"batch\": " << c.batch << ", \"hw\": " << c.hw
+       << ", \"num_classes\": " << m.num_classes << ", \"gflop_forward\": " << fmt("%.4f", gflop)
+       << ", \"forward_ms\": " << fmt("%.3f", t_fwd * 1e3)
        << ", \"forward_backward_ms\": " << fmt("%.3f", t_train * 1e3) << "}";
   }
   js << "\n]}\n";

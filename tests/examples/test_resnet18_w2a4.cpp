@@ -126,8 +126,9 @@ TEST_CASE("resnet18_w2a4 flow: ImageNet preprocessing, FP / nearest / BRECQ W2A4
   for (int64_t k = 0; k < levels.numel(); ++k)
     max_level = std::max<int>(max_level, levels.data<uint8_t>()[k]);
   CHECK(max_level == 3);
-  CHECK(q.act_q[0].config.bits == 8);  // the stem's output
-  CHECK(q.act_q[1].config.bits == 4);
+  CHECK(q.act_q[0].config.bits == 8);  // the input image
+  CHECK(q.act_q[1].config.bits == 8);  // the stem's output
+  CHECK(q.act_q[2].config.bits == 4);
   NoGrad ng;
   const Tensor logits = q.forward(calib.images);
   CHECK(logits.shape() == Shape{n, 1000});

@@ -33,14 +33,17 @@ inline std::string error_of(F&& f) {
   return "<no error>";
 }
 
-inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 /// A fresh folder under the system temp directory, removed with everything in it at scope exit.
 struct TempDir {
   fs::path path;
   explicit TempDir(const std::string& tag) {
     path = fs::temp_directory_path() /
-           ("brecq_io_" + tag + "_" + std::to_string(std::hash<std::string>{}(tag) ^ reinterpret_cast<uintptr_t>(this)));
+           ("brecq_io_" + tag + "_" +
+            std::to_string(std::hash<std::string>{}(tag) ^ reinterpret_cast<uintptr_t>(this)));
     fs::remove_all(path);
     fs::create_directories(path);
   }

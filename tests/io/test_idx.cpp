@@ -11,7 +11,6 @@
 #include "brecq/io/idx.hpp"
 #include "support.hpp"
 
-
 namespace fs = std::filesystem;
 using namespace brecq::test;
 using brecq::Shape;

@@ -21,7 +21,10 @@ TEST_CASE("simd Adam update matches the scalar reference") {
       std::vector<float> wr = w, mr(w.size()), vr(w.size()), ws = w, ms(w.size()), vs(w.size());
       for (int t = 1; t <= 3; ++t) {
         for (float& x : g) x = rng.uniform(-1, 1);
-        const kernels::AdamStep s{0.9f, 0.999f, 1e-8f, 0.01f,
+        const kernels::AdamStep s{0.9f,
+                                  0.999f,
+                                  1e-8f,
+                                  0.01f,
                                   static_cast<float>(1e-3 / (1 - std::pow(0.9, t))),
                                   static_cast<float>(std::sqrt(1 - std::pow(0.999, t)))};
         kernels::ref::adam_update(wr.data(), g.data(), mr.data(), vr.data(), n, s);

@@ -30,8 +30,10 @@ TEST_CASE("simd fake quantization and its backward match the scalar reference") 
       kernels::ref::fake_quant(x.data(), n, s, zp, qmax, yr.data());
       kernels::fake_quant(x.data(), n, s, zp, qmax, ys.data());
       CHECK(ys == yr);  // the same float operations, element by element
-      const double ref = kernels::ref::fake_quant_backward(x.data(), g.data(), n, s, zp, qmax, dr.data());
-      const double fast = kernels::fake_quant_backward(x.data(), g.data(), n, s, zp, qmax, ds.data());
+      const double ref =
+          kernels::ref::fake_quant_backward(x.data(), g.data(), n, s, zp, qmax, dr.data());
+      const double fast =
+          kernels::fake_quant_backward(x.data(), g.data(), n, s, zp, qmax, ds.data());
       CHECK(ds == dr);
       CHECK(fast == doctest::Approx(ref).epsilon(1e-5));
       CHECK(kernels::fake_quant_backward(x.data(), g.data(), n, s, zp, qmax, nullptr) ==

@@ -21,12 +21,14 @@ TEST_CASE("simd weighted L_p distance and its gradient match the scalar referenc
         w[i] = rng.uniform(0.5f, 2.0f);
       }
       for (float p : {2.0f, 2.4f, 1.5f, 3.0f})
-        for (const float* wp : {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+        for (const float* wp :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
           CAPTURE(threads);
           CAPTURE(n);
           CAPTURE(p);
           const double ref = kernels::ref::lp_distance(a.data(), b.data(), wp, n, p);
-          CHECK(kernels::lp_distance(a.data(), b.data(), wp, n, p) == doctest::Approx(ref).epsilon(1e-4));
+          CHECK(kernels::lp_distance(a.data(), b.data(), wp, n, p) ==
+                doctest::Approx(ref).epsilon(1e-4));
           std::vector<float> gr(a.size()), gs(a.size(), -7.0f);
           CHECK(kernels::ref::lp_distance(a.data(), b.data(), wp, n, p, gr.data()) == ref);
           const double fast = kernels::lp_distance(a.data(), b.data(), wp, n, p, gs.data());

@@ -201,7 +201,9 @@ TEST_CASE("ResNet-18/34/50 structure") {
   CHECK(r18.blocks[3].shortcut_layers[0].conv.stride == 2);
   CHECK(r18.blocks[3].layers[0].conv.stride == 2);
   CHECK(r18.blocks[3].out_activation == Activation::relu);
-  CHECK(r18.num_points() == 8 + 9);  // one inside each basic block, one after stem and each block
+  // the input, one inside each basic block, one after the stem and each block
+  CHECK(r18.num_points() == 1 + 8 + 9);
+  CHECK(r18.input_point == 0);
 
   Model r34 = make_model("resnet34");
   CHECK(r34.blocks.size() == 18);

@@ -17,7 +17,8 @@ namespace {
 nn::Model small_cnn() {
   using nn::Activation;
   auto conv_bn = [](std::string name, int64_t in, int64_t out, int64_t stride) {
-    nn::Layer l = nn::Layer::make_conv(name, in, out, 3, {.stride = stride, .padding = 1}, false, Activation::relu);
+    nn::Layer l = nn::Layer::make_conv(name, in, out, 3, {.stride = stride, .padding = 1}, false,
+                                       Activation::relu);
     l.bn = nn::BatchNorm::make(name + "_bn", out);
     return l;
   };
@@ -29,7 +30,8 @@ nn::Model small_cnn() {
   stem.layers = {conv_bn("conv1", 1, 16, 2)};
   nn::Block body{.name = "body", .kind = nn::BlockKind::conv, .stage = 1};
   body.layers = {conv_bn("conv2", 16, 32, 2), conv_bn("conv3", 32, 64, 2)};
-  nn::Block head{.name = "head", .kind = nn::BlockKind::head, .stage = 2, .global_pool_before = true};
+  nn::Block head{
+      .name = "head", .kind = nn::BlockKind::head, .stage = 2, .global_pool_before = true};
   head.layers = {nn::Layer::make_linear("fc", 64, 10)};
   m.blocks = {stem, body, head};
   m.finalize();
@@ -70,7 +72,8 @@ TEST_CASE("a small CNN trained with the library learns Fashion-MNIST") {
   const Batch held{test.images().narrow(0, 0, 2000),
                    std::vector<int>(test.labels().begin(), test.labels().begin() + 2000)};
   const nn::Accuracy acc = nn::evaluate([&](const Tensor& x) { return m.forward(x); }, held);
-  MESSAGE("loss " << first_loss << " -> " << last_loss << ", test top-1 on 2,000 images " << acc.top1_percent() << " %");
+  MESSAGE("loss " << first_loss << " -> " << last_loss << ", test top-1 on 2,000 images "
+                  << acc.top1_percent() << " %");
   CHECK(last_loss < 0.6f * first_loss);
   CHECK(acc.top1_percent() >= 75.0);
 }

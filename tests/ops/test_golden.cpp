@@ -119,7 +119,7 @@ struct GoldenCase {
   std::vector<Spec> inputs;
   std::function<Tensor(const Inputs&)> f;
   std::vector<size_t> mutated = {};  ///< inputs the op updates in place (running statistics)
-  double tol = 1e-5;                 ///< rtol = atol; 1e-4 where the op rounds differently by design
+  double tol = 1e-5;  ///< rtol = atol; 1e-4 where the op rounds differently by design
 };
 
 Tensor make_input(const Spec& s, Rng& rng) {

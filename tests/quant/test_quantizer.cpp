@@ -4,9 +4,9 @@
 #include <cmath>
 
 #include "brecq/autograd/gradcheck.hpp"
-#include "brecq/quant/adaround.hpp"
 #include "brecq/nn/optim.hpp"
 #include "brecq/ops/matmul.hpp"
+#include "brecq/quant/adaround.hpp"
 #include "brecq/quant/quantizer.hpp"
 
 using namespace brecq;
@@ -39,7 +39,8 @@ TEST_CASE("L2.4 range search beats min-max at low bit-widths") {
     init_range(q, x);
     Tensor xq = fake_quantize(x, q);
     double e = 0;
-    for (int64_t i = 0; i < x.numel(); ++i) e += std::pow(std::fabs(x.data<float>()[i] - xq.data<float>()[i]), 2.4);
+    for (int64_t i = 0; i < x.numel(); ++i)
+      e += std::pow(std::fabs(x.data<float>()[i] - xq.data<float>()[i]), 2.4);
     return e;
   };
   CHECK(lp_error(RangeInit::lp_search) < 0.8 * lp_error(RangeInit::minmax));
@@ -75,7 +76,8 @@ struct AdaRoundCase {
   Tensor w;
   UniformQuantizer q;
   AdaRound a;
-  AdaRoundCase(uint64_t seed, int64_t per_channel, int bits) : q{.config = {.bits = bits, .per_channel = true}} {
+  AdaRoundCase(uint64_t seed, int64_t per_channel, int bits)
+      : q{.config = {.bits = bits, .per_channel = true}} {
     Rng rng(seed);
     w = Tensor::randn(Shape{3, per_channel}, rng);
     init_range(q, w);
@@ -94,17 +96,20 @@ TEST_CASE("AdaRound: alpha starts at the rounding remainder, hard rounding is fl
   for (int64_t i = 0; i < w.numel(); ++i) {
     const int64_t c = i / 8;
     const float s = q.scale.data<float>()[c];
-    const float lo = (0 - q.zero_point.data<float>()[c]) * s, hi = (q.qmax() - q.zero_point.data<float>()[c]) * s;
+    const float lo = (0 - q.zero_point.data<float>()[c]) * s,
+                hi = (q.qmax() - q.zero_point.data<float>()[c]) * s;
     const float wi = w.data<float>()[i];
     if (wi < lo || wi > hi) continue;
     ++unclipped;
-    CHECK(soft.data<float>()[i] == doctest::Approx(wi).epsilon(1e-4));        // h(alpha) = frac
-    CHECK(hard.data<float>()[i] == doctest::Approx(nearest.data<float>()[i]));  // alpha>=0 <=> frac>=.5
+    CHECK(soft.data<float>()[i] == doctest::Approx(wi).epsilon(1e-4));  // h(alpha) = frac
+    CHECK(hard.data<float>()[i] ==
+          doctest::Approx(nearest.data<float>()[i]));  // alpha>=0 <=> frac>=.5
   }
   CHECK(unclipped > 12);
 }
 
-TEST_CASE("AdaRound soft weights and regulariser: gradients w.r.t. alpha match finite differences") {
+TEST_CASE(
+    "AdaRound soft weights and regulariser: gradients w.r.t. alpha match finite differences") {
   auto [w, q, a] = AdaRoundCase(31, 10, 2);
   const Tensor alpha = a.alpha.detach();
   auto with_alpha = [&](const Tensor& al) {
@@ -139,7 +144,8 @@ TEST_CASE("AdaRound on a least-squares problem finds better-than-nearest roundin
   Tensor x = Tensor::randn(Shape{256, 16}, rng);
   // Correlated inputs make the rounding decisions interact, as in real layers.
   for (int64_t n = 0; n < 256; ++n)
-    for (int64_t k = 1; k < 16; ++k) x.data<float>()[n * 16 + k] += 0.8f * x.data<float>()[n * 16 + k - 1];
+    for (int64_t k = 1; k < 16; ++k)
+      x.data<float>()[n * 16 + k] += 0.8f * x.data<float>()[n * 16 + k - 1];
   UniformQuantizer q{.config = {.bits = 2, .per_channel = true}};
   init_range(q, w);
   Tensor y = linear(x, w);
@@ -153,7 +159,8 @@ TEST_CASE("AdaRound on a least-squares problem finds better-than-nearest roundin
   const int iters = 1500;
   for (int t = 1; t <= iters; ++t) {
     Tensor loss = mean(square(sub(linear(x, a.soft_weight(q)), y)));
-    if (t > iters / 5) loss = add(loss, mul(a.regularizer(adaround_beta(t, iters, 0.2f, 20, 2)), 1e-3f));
+    if (t > iters / 5)
+      loss = add(loss, mul(a.regularizer(adaround_beta(t, iters, 0.2f, 20, 2)), 1e-3f));
     backward(loss);
     opt.step();
     opt.zero_grad();

@@ -51,7 +51,8 @@ TEST_CASE("Fisher-weighted loss equals the MSE loss when every gradient is one")
   CHECK(fisher == doctest::Approx(mse).epsilon(1e-6));
   // sum over channels, mean over batch and positions (the official lp_loss)
   double expect = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) expect += std::pow(a.data<float>()[i] - b.data<float>()[i], 2.0);
+  for (int64_t i = 0; i < a.numel(); ++i)
+    expect += std::pow(a.data<float>()[i] - b.data<float>()[i], 2.0);
   CHECK(mse == doctest::Approx(expect / (4 * 25)).epsilon(1e-5));
 }
 
@@ -64,7 +65,9 @@ TEST_CASE("granularities cut the same model description into units") {
   CHECK(NetworkGranularity::units(m)[0].last_block == m.blocks.size());
 }
 
-TEST_CASE("every granularity reconstructs W2A4 and lowers the reconstruction loss below nearest rounding") {
+TEST_CASE(
+    "every granularity reconstructs W2A4 and lowers the reconstruction loss below nearest "
+    "rounding") {
   const Tensor calib = calibration();
   for (const char* g : {"layer", "block", "stage", "network"}) {
     CAPTURE(g);
@@ -140,11 +143,13 @@ TEST_CASE("the activation part rerun on saved rounding ends where the full run e
 
   // Rounding learned for other bit-widths or other FP weights is refused.
   QuantModel w3(test::tiny_resnet(), {.w_bits = 3, .a_bits = 4});
-  CHECK_THROWS_WITH_AS(load_weight_rounding(w3, path), doctest::Contains("this run quantizes it to 3 bits"), Error);
+  CHECK_THROWS_WITH_AS(load_weight_rounding(w3, path),
+                       doctest::Contains("this run quantizes it to 3 bits"), Error);
   nn::Model other = test::tiny_resnet();
   other.blocks[1].layers[0].bn->bias = Tensor::ones(other.blocks[1].layers[0].bn->bias.shape());
   QuantModel moved(other, {.w_bits = 2, .a_bits = 4});
-  CHECK_THROWS_WITH_AS(load_weight_rounding(moved, path), doctest::Contains("other FP weights"), Error);
+  CHECK_THROWS_WITH_AS(load_weight_rounding(moved, path), doctest::Contains("other FP weights"),
+                       Error);
   std::filesystem::remove(path);
 }
 
@@ -166,7 +171,7 @@ TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and
   double before = 0, after = 0;
   for (const UnitReport& r : rep.units) {
     CAPTURE(r.unit);
-    CHECK(r.pass == "weights");  // no separate activation pass
+    CHECK(r.pass == "weights");                     // no separate activation pass
     CHECK(r.loss_after <= r.loss_before * 1.0001);  // the 8-bit head may stay at nearest rounding
     before += r.loss_before, after += r.loss_after;
   }
@@ -189,7 +194,8 @@ TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and
   };
   CHECK_THROWS_AS(run_brecq("block", interrupted, calib, s, o), Interrupt);
   QuantModel resumed(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
-  CHECK(run_brecq("block", resumed, calib, s, {.checkpoint = ckpt, .key = "qdrop"}).resumed_weight_units == 2);
+  CHECK(run_brecq("block", resumed, calib, s, {.checkpoint = ckpt, .key = "qdrop"})
+            .resumed_weight_units == 2);
   check_same_quantized(full, resumed);
 }
 
@@ -224,8 +230,9 @@ TEST_CASE("a checkpoint written with other settings is refused with both setting
   o.on_unit_done = [](const std::string&, size_t) { throw Interrupt{}; };
   CHECK_THROWS_AS(run_brecq("block", qm, calibration(), s, o), Interrupt);
   QuantModel other(test::tiny_resnet(), {.w_bits = 2});
-  CHECK_THROWS_WITH_AS(run_brecq("block", other, calibration(), s, {.checkpoint = ckpt, .key = "settings B"}),
-                       doctest::Contains("settings B"), Error);
+  CHECK_THROWS_WITH_AS(
+      run_brecq("block", other, calibration(), s, {.checkpoint = ckpt, .key = "settings B"}),
+      doctest::Contains("settings B"), Error);
   std::filesystem::remove(ckpt);
 }
 
@@ -235,13 +242,16 @@ TEST_CASE("granularity names are validated") {
                        doctest::Contains("got 'blocks'"), Error);
 }
 
-TEST_CASE("MobileNetV2 and ResNet-18 (random weights) run BRECQ W2A4 end to end and lower the reconstruction loss") {
+TEST_CASE(
+    "MobileNetV2 and ResNet-18 (random weights) run BRECQ W2A4 end to end and lower the "
+    "reconstruction loss") {
   struct Case {
     nn::Model model;
     size_t units;  // reconstructed at block granularity: every block but the stem, and the head
   };
-  Case cases[] = {{nn::mobilenet_v2({.num_classes = 10, .width_mult = 0.35}), 19},  // 17 blocks, last 1x1, fc
-                  {nn::resnet18({.num_classes = 10, .base_width = 8}), 9}};         // 8 BasicBlocks, fc
+  Case cases[] = {
+      {nn::mobilenet_v2({.num_classes = 10, .width_mult = 0.35}), 19},  // 17 blocks, last 1x1, fc
+      {nn::resnet18({.num_classes = 10, .base_width = 8}), 9}};         // 8 BasicBlocks, fc
   Rng rng(3);
   const Tensor calib = Tensor::randn(Shape{32, 3, 32, 32}, rng);
   for (Case& c : cases) {

@@ -18,13 +18,15 @@ TEST_CASE("a quantized model saved to safetensors evaluates identically after lo
   Tensor x = Tensor::randn(Shape{4, 3, 32, 32}, rng);
   qm.init_activations(x);
   qm.act_quant = true;
-  const std::string path = (std::filesystem::temp_directory_path() / "brecq_test_q.safetensors").string();
+  const std::string path =
+      (std::filesystem::temp_directory_path() / "brecq_test_q.safetensors").string();
   save_quantized(qm, {}, path);
   QuantModel loaded = load_quantized(path);
   NoGrad ng;
   Tensor a = qm.forward(x), b = loaded.forward(x);
   REQUIRE(a.shape() == b.shape());
-  for (int64_t i = 0; i < a.numel(); ++i) CHECK(a.data<float>()[i] == doctest::Approx(b.data<float>()[i]).epsilon(1e-5));
+  for (int64_t i = 0; i < a.numel(); ++i)
+    CHECK(a.data<float>()[i] == doctest::Approx(b.data<float>()[i]).epsilon(1e-5));
   CHECK(loaded.weight_q.front().config.bits == 8);  // first layer stays 8-bit
   CHECK(loaded.weight_q[1].config.bits == 3);
   std::filesystem::remove(path);

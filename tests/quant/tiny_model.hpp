@@ -24,7 +24,8 @@ inline void randomize(nn::Model& m, uint64_t seed) {
 inline nn::Model tiny_resnet(int64_t c = 4, int64_t classes = 5, uint64_t seed = 7) {
   using nn::Activation;
   using nn::Layer;
-  auto conv_bn = [](std::string name, int64_t in, int64_t out, int64_t k, int64_t stride, Activation a) {
+  auto conv_bn = [](std::string name, int64_t in, int64_t out, int64_t k, int64_t stride,
+                    Activation a) {
     Layer l = Layer::make_conv(name, in, out, k, {.stride = stride, .padding = k / 2}, false, a);
     l.bn = nn::BatchNorm::make(name + "_bn", out);
     return l;
@@ -45,7 +46,8 @@ inline nn::Model tiny_resnet(int64_t c = 4, int64_t classes = 5, uint64_t seed =
   b2.shortcut = nn::ShortcutKind::projection;
   b2.shortcut_layers = {conv_bn("layer2.0.downsample", c, 2 * c, 1, 2, Activation::none)};
   b2.out_activation = Activation::relu;
-  nn::Block head{.name = "head", .kind = nn::BlockKind::head, .stage = 3, .global_pool_before = true};
+  nn::Block head{
+      .name = "head", .kind = nn::BlockKind::head, .stage = 3, .global_pool_before = true};
   head.layers = {Layer::make_linear("fc", 2 * c, classes)};
   m.blocks = {stem, b1, b2, head};
   m.finalize();

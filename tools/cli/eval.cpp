@@ -28,8 +28,11 @@ int run(const std::vector<std::string>& argv) {
       "of '<class index> <file>' lines. Models: " +
           nn::model_names_list() + ".",
       {{.name = "--model", .value_name = "MODEL", .help = "architecture (with --weights)"},
-       {.name = "--weights", .value_name = "FILE", .help = "safetensors file with the model's state dict"},
-       {.name = "--quantized", .value_name = "FILE",
+       {.name = "--weights",
+        .value_name = "FILE",
+        .help = "safetensors file with the model's state dict"},
+       {.name = "--quantized",
+        .value_name = "FILE",
         .help = "a quantized model written by `brecq quantize` (instead of --model/--weights)"},
        {.name = "--data", .value_name = "DIR", .help = "image folder", .required = true},
        {.name = "--batch",

@@ -25,48 +25,98 @@ int run(const std::vector<std::string>& argv) {
       "BRECQ post-training quantization (Li et al., ICLR 2021): AdaRound weight rounding and\n"
       "learned activation steps, reconstructed unit by unit. Defaults are the official code's.\n"
       "A checkpoint OUT.ckpt is written after every unit; rerunning the same command resumes.\n"
-      "Models: " + nn::model_names_list() + ".",
+      "Models: " +
+          nn::model_names_list() + ".",
       {{.name = "--model", .value_name = "MODEL", .help = "architecture", .required = true},
-       {.name = "--weights", .value_name = "FILE", .help = "FP safetensors weights", .required = true},
-       {.name = "--calib", .value_name = "DIR", .help = "calibration image folder", .required = true},
-       {.name = "--out", .value_name = "FILE", .help = "quantized model output (safetensors)", .required = true},
+       {.name = "--weights",
+        .value_name = "FILE",
+        .help = "FP safetensors weights",
+        .required = true},
+       {.name = "--calib",
+        .value_name = "DIR",
+        .help = "calibration image folder",
+        .required = true},
+       {.name = "--out",
+        .value_name = "FILE",
+        .help = "quantized model output (safetensors)",
+        .required = true},
        {.name = "--w-bits", .value_name = "N", .help = "weight bits, 2..8", .default_value = "4"},
-       {.name = "--a-bits", .value_name = "N", .help = "activation bits, 2..8, or 0 for weight-only",
+       {.name = "--a-bits",
+        .value_name = "N",
+        .help = "activation bits, 2..8, or 0 for weight-only",
         .default_value = "0"},
-       {.name = "--first-last-bits", .value_name = "N", .help = "bits of the first conv and last FC",
+       {.name = "--first-last-bits",
+        .value_name = "N",
+        .help = "bits of the first conv and last FC",
         .default_value = "8"},
-       {.name = "--granularity", .value_name = "layer|block|stage|network", .help = "reconstruction unit",
+       {.name = "--input-bits",
+        .value_name = "N",
+        .help = "bits of the input image's quantizer (with --a-bits), 0 for an FP input (official "
+                "code)",
+        .default_value = "8"},
+       {.name = "--granularity",
+        .value_name = "layer|block|stage|network",
+        .help = "reconstruction unit",
         .default_value = "block"},
-       {.name = "--loss", .value_name = "mse|fisher", .help = "reconstruction loss", .default_value = "mse"},
-       {.name = "--iters-w", .value_name = "N", .help = "AdaRound iterations per unit",
+       {.name = "--loss",
+        .value_name = "mse|fisher",
+        .help = "reconstruction loss",
+        .default_value = "mse"},
+       {.name = "--iters-w",
+        .value_name = "N",
+        .help = "AdaRound iterations per unit",
         .default_value = std::to_string(d.iters_w)},
-       {.name = "--iters-a", .value_name = "N", .help = "activation-step iterations per unit",
+       {.name = "--iters-a",
+        .value_name = "N",
+        .help = "activation-step iterations per unit",
         .default_value = std::to_string(d.iters_a)},
-       {.name = "--batch", .value_name = "N", .help = "reconstruction batch size", .default_value = "32"},
-       {.name = "--lr-a", .value_name = "X", .help = "activation-step Adam learning rate (brecq recipe)",
+       {.name = "--batch",
+        .value_name = "N",
+        .help = "reconstruction batch size",
+        .default_value = "32"},
+       {.name = "--lr-a",
+        .value_name = "X",
+        .help = "activation-step Adam learning rate (brecq recipe)",
         .default_value = "0.0004"},
-       {.name = "--act-init-images", .value_name = "N",
-        .help = "calibration images for the activation range initialisation", .default_value = "64"},
-       {.name = "--calib-size", .value_name = "N", .help = "calibration images", .default_value = "1024"},
-       {.name = "--lambda", .value_name = "X", .help = "rounding regulariser weight (0.1 for MobileNetV2)",
+       {.name = "--act-init-images",
+        .value_name = "N",
+        .help = "calibration images for the activation range initialisation",
+        .default_value = "64"},
+       {.name = "--calib-size",
+        .value_name = "N",
+        .help = "calibration images",
+        .default_value = "1024"},
+       {.name = "--lambda",
+        .value_name = "X",
+        .help = "rounding regulariser weight (0.1 for MobileNetV2)",
         .default_value = "0.01"},
-       {.name = "--recipe", .value_name = "brecq|qdrop",
+       {.name = "--recipe",
+        .value_name = "brecq|qdrop",
         .help = "brecq: weight pass, then activation pass (official); qdrop: one joint pass with "
                 "random drop of activation quantization",
         .default_value = "brecq"},
-       {.name = "--qdrop", .value_name = "P",
-        .help = "probability of keeping an activation in FP (brecq: activation pass, default 0 = off; "
-                "qdrop: default 0.5)"},
-       {.name = "--act-input", .value_name = "fp|quantized",
+       {.name = "--qdrop",
+        .value_name = "P",
+        .help =
+            "probability of keeping an activation in FP (brecq: activation pass, default 0 = off; "
+            "qdrop: default 0.5)"},
+       {.name = "--act-input",
+        .value_name = "fp|quantized",
         .help = "activation pass unit input from the FP (official) or the quantized model",
         .default_value = "fp"},
-       {.name = "--rounding-from", .value_name = "FILE",
-        .help = "weight rounding learned before (a file of brecq quantize on the same model, weights and\n"
+       {.name = "--rounding-from",
+        .value_name = "FILE",
+        .help = "weight rounding learned before (a file of brecq quantize on the same model, "
+                "weights and\n"
                 "bits): skip the weight pass and run the activation part only (brecq recipe)"},
        {.name = "--seed", .value_name = "N", .help = "random seed", .default_value = "1029"},
-       {.name = "--preprocess", .value_name = "imagenet|cifar|auto", .help = "input preset",
+       {.name = "--preprocess",
+        .value_name = "imagenet|cifar|auto",
+        .help = "input preset",
         .default_value = "auto"},
-       {.name = "--data", .value_name = "DIR", .help = "evaluate FP, nearest rounding and the result here"},
+       {.name = "--data",
+        .value_name = "DIR",
+        .help = "evaluate FP, nearest rounding and the result here"},
        {.name = "--no-progress", .help = "no progress bars"}});
   if (!args.parse(argv)) return 0;
 
@@ -78,11 +128,15 @@ int run(const std::vector<std::string>& argv) {
   if (!std::filesystem::is_directory(out_dir))
     args.fail("flag --out expects a file in an existing folder, got '" + out + "' (no folder " +
               out_dir.string() + ")");
-  quant::QuantSettings qs{.w_bits = static_cast<int>(args.get_int("--w-bits", 2, 8)),
-                          .a_bits = static_cast<int>(args.get_int("--a-bits", 0, 8)),
-                          .first_last_bits = static_cast<int>(args.get_int("--first-last-bits", 2, 8))};
+  quant::QuantSettings qs{
+      .w_bits = static_cast<int>(args.get_int("--w-bits", 2, 8)),
+      .a_bits = static_cast<int>(args.get_int("--a-bits", 0, 8)),
+      .first_last_bits = static_cast<int>(args.get_int("--first-last-bits", 2, 8)),
+      .input_bits = static_cast<int>(args.get_int("--input-bits", 0, 8))};
   if (qs.a_bits == 1) args.fail("flag --a-bits expects 0 or an integer in [2, 8], got '1'");
-  const std::string granularity = args.get_choice("--granularity", {"layer", "block", "stage", "network"});
+  if (qs.input_bits == 1) args.fail("flag --input-bits expects 0 or an integer in [2, 8], got '1'");
+  const std::string granularity =
+      args.get_choice("--granularity", {"layer", "block", "stage", "network"});
   quant::ReconstructionSettings s;
   s.loss = quant::parse_recon_loss(args.get_choice("--loss", {"mse", "fisher"}));
   s.iters_w = args.get_int("--iters-w", 0);
@@ -99,8 +153,8 @@ int run(const std::vector<std::string>& argv) {
       if (used == v.size() && x >= lo && x <= hi) return x;
     } catch (const std::exception&) {
     }
-    args.fail("flag " + flag + " expects a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-              "], got '" + v + "'");
+    args.fail("flag " + flag + " expects a number in [" + std::to_string(lo) + ", " +
+              std::to_string(hi) + "], got '" + v + "'");
   };
   s.lambda = get_float("--lambda", 0.0f, 1e3f);
   s.lr_a = get_float("--lr-a", 1e-7f, 1.0f);
@@ -117,49 +171,58 @@ int run(const std::vector<std::string>& argv) {
   if (s.act_init_images > calib_size)
     args.fail("flag --act-init-images asks for " + std::to_string(s.act_init_images) +
               " images, more than --calib-size " + std::to_string(calib_size));
-  const std::string rounding_from = args.has("--rounding-from") ? args.get_file("--rounding-from") : "";
+  const std::string rounding_from =
+      args.has("--rounding-from") ? args.get_file("--rounding-from") : "";
   if (!rounding_from.empty() && (qs.a_bits == 0 || s.recipe != quant::Recipe::brecq))
-    args.fail("flag --rounding-from reruns the activation part: it needs --a-bits 2..8 and --recipe brecq");
+    args.fail(
+        "flag --rounding-from reruns the activation part: it needs --a-bits 2..8 and --recipe "
+        "brecq");
   std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
   const nn::ModelInfo& info = nn::model_info(model_name);
   if (preprocess == "auto") preprocess = std::string(info.preprocess);
-  const ImagePreprocess pre = preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
+  const ImagePreprocess pre =
+      preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
 
   const SafetensorsFile file(weights);
   const std::string head = nn::make_model(model_name).blocks.back().layers.at(0).name + ".weight";
-  check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head, "' for ",
-        model_name, " (is it the right --model?)");
+  check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head,
+        "' for ", model_name, " (is it the right --model?)");
   const nn::ModelOptions options{.num_classes = file.info(head).shape.at(0)};
   nn::Model model = nn::make_model(model_name, options);
   nn::load_weights(model, file);
 
   ImageFolder calib_folder(calib_dir, pre);
-  check(calib_size <= calib_folder.size(), "flag --calib-size asks for ", calib_size, " images but --calib '",
-        calib_dir, "' holds ", calib_folder.size());
+  check(calib_size <= calib_folder.size(), "flag --calib-size asks for ", calib_size,
+        " images but --calib '", calib_dir, "' holds ", calib_folder.size());
   const Batch calib = load_image_folder(
       calib_dir, {.preprocess = pre, .limit = calib_size, .shuffle = true, .seed = s.seed});
 
   std::ostringstream key;
   key << "model=" << model_name << " weights=" << std::filesystem::absolute(weights).string()
-      << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir << " n=" << calib_size
-      << " w=" << qs.w_bits << " a=" << qs.a_bits << " fl=" << qs.first_last_bits << " g=" << granularity
-      << " loss=" << args.get("--loss") << " iw=" << s.iters_w << " ia=" << s.iters_a << " b=" << s.batch
-      << " lambda=" << s.lambda << " lr_a=" << s.lr_a << " act_init=" << s.act_init_images
-      << " recipe=" << args.get("--recipe") << " qdrop=" << s.qdrop
-      << " act_input=" << args.get("--act-input")
-      << " seed=" << s.seed;
+      << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir
+      << " n=" << calib_size << " w=" << qs.w_bits << " a=" << qs.a_bits
+      << " fl=" << qs.first_last_bits << " in=" << qs.input_bits << " g=" << granularity
+      << " loss=" << args.get("--loss") << " iw=" << s.iters_w << " ia=" << s.iters_a
+      << " b=" << s.batch << " lambda=" << s.lambda << " lr_a=" << s.lr_a
+      << " act_init=" << s.act_init_images << " recipe=" << args.get("--recipe")
+      << " qdrop=" << s.qdrop << " act_input=" << args.get("--act-input") << " seed=" << s.seed;
   if (!rounding_from.empty())
     key << " rounding_from=" << std::filesystem::absolute(rounding_from).string()
         << " bytes=" << std::filesystem::file_size(rounding_from);
   std::printf("brecq quantize: %s\n", key.str().c_str());
   if (s.recipe == quant::Recipe::qdrop)
-    std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr %g"
-                " cosine; drop %g; L%g loss; threads %d\n",
-                s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a_joint, s.qdrop, s.p_w, num_threads());
+    std::printf(
+        "  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr "
+        "%g"
+        " cosine; drop %g; L%g loss; threads %d\n",
+        s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a_joint, s.qdrop, s.p_w,
+        num_threads());
   else
-    std::printf("  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g cosine,"
-                " L%g loss; threads %d\n",
-                s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a, s.p_a, num_threads());
+    std::printf(
+        "  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; activation steps: Adam lr %g "
+        "cosine,"
+        " L%g loss; threads %d\n",
+        s.lr_w, s.beta_start, s.beta_end, 100 * s.warmup, s.lr_a, s.p_a, num_threads());
   std::fflush(stdout);
 
   quant::QuantModel qm(model, qs);
@@ -183,19 +246,21 @@ int run(const std::vector<std::string>& argv) {
   }
 
   const size_t num_units = quant::units_for(granularity, qm.model).size();
-  quant::BrecqRunOptions run{.checkpoint = out + ".ckpt", .key = key.str(), .rounding_installed = !rounding_from.empty()};
+  quant::BrecqRunOptions run{
+      .checkpoint = out + ".ckpt", .key = key.str(), .rounding_installed = !rounding_from.empty()};
   if (qs.a_bits > 0)  // the weight pass alone, as the official code reports it
     run.on_unit_done = [&](const std::string& pass, size_t done) {
       if (pass == "weights" && done == num_units)
         report("BRECQ weights only", [&](const Tensor& x) { return qm.forward(x); });
     };
   const quant::BrecqReport rep = quant::run_brecq(granularity, qm, calib.images, s, run);
-  std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after", "seconds");
+  std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after",
+              "seconds");
   for (const quant::UnitReport& r : rep.units)
     std::printf("%-40s %-12s %12.5g %12.5g %9.1f\n", r.unit.c_str(), r.pass.c_str(), r.loss_before,
                 r.loss_after, r.seconds);
-  std::printf("weight pass %.1f s, activation pass %.1f s, total %.1f s", rep.weight_seconds, rep.act_seconds,
-              rep.weight_seconds + rep.act_seconds);
+  std::printf("weight pass %.1f s, activation pass %.1f s, total %.1f s", rep.weight_seconds,
+              rep.act_seconds, rep.weight_seconds + rep.act_seconds);
   if (rep.resumed_weight_units + rep.resumed_act_units)
     std::printf(" (resumed after %zu weight and %zu activation units)", rep.resumed_weight_units,
                 rep.resumed_act_units);
@@ -206,7 +271,7 @@ int run(const std::vector<std::string>& argv) {
   return 0;
 }
 
-[[maybe_unused]] const bool registered =
-    cli::register_subcommand({"quantize", "BRECQ post-training quantization to a quantized safetensors file", run});
+[[maybe_unused]] const bool registered = cli::register_subcommand(
+    {"quantize", "BRECQ post-training quantization to a quantized safetensors file", run});
 
 }  // namespace

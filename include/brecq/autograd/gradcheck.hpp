@@ -10,9 +10,9 @@
 namespace brecq::autograd {
 
 struct GradcheckParams {
-  double eps = 1e-3;       ///< finite-difference step
-  double atol = 1e-3;      ///< absolute tolerance
-  double rtol = 1e-2;      ///< relative tolerance
+  double eps = 1e-3;   ///< finite-difference step
+  double atol = 1e-3;  ///< absolute tolerance
+  double rtol = 1e-2;  ///< relative tolerance
 };
 
 struct GradcheckResult {

@@ -13,9 +13,9 @@ namespace brecq {
 namespace autograd {
 
 struct Node {
-  const char* op;                          ///< op name, for error messages
-  std::shared_ptr<TensorImpl> output;      ///< the recorded result
-  std::function<void(const Tensor&)> fn;   ///< receives d(loss)/d(output), accumulates into inputs
+  const char* op;                         ///< op name, for error messages
+  std::shared_ptr<TensorImpl> output;     ///< the recorded result
+  std::function<void(const Tensor&)> fn;  ///< receives d(loss)/d(output), accumulates into inputs
 };
 
 class Tape {
@@ -42,7 +42,8 @@ inline bool& grad_mode_flag() {
 }
 inline bool grad_enabled() { return grad_mode_flag(); }
 
-/// Scope in which ops record nothing (evaluation, caching calibration activations, optimizer steps).
+/// Scope in which ops record nothing (evaluation, caching calibration activations, optimizer
+/// steps).
 class NoGrad {
  public:
   NoGrad() : previous_(grad_mode_flag()) { grad_mode_flag() = false; }
@@ -103,7 +104,8 @@ using autograd::NoGrad;
 /// (read them with grad()). The tape is cleared afterwards. Gradients may share data with each
 /// other (copy on write): read them, do not modify them in place.
 inline void backward(const Tensor& root, Tensor seed = Tensor()) {
-  check(root.requires_grad(), "backward: the root tensor does not require a gradient "
+  check(root.requires_grad(),
+        "backward: the root tensor does not require a gradient "
         "(no parameter with requires_grad reached it)");
   if (!seed.defined()) {
     check(root.numel() == 1, "backward: root must be a scalar without a seed, got shape ",

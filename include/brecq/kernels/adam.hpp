@@ -4,7 +4,8 @@
 
 namespace brecq::kernels {
 
-inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamStep& s) {
+inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n,
+                        const AdamStep& s) {
   simd::adam_update(w, g, m, v, n, s);
 }
 

@@ -5,8 +5,8 @@
 namespace brecq::kernels {
 
 inline void adaround_soft_weight(const float* alpha, const float* floor_q, const float* scale,
-                                 const float* zero_point, int64_t n, int64_t per_channel, float qmax,
-                                 float* w, float* dw) {
+                                 const float* zero_point, int64_t n, int64_t per_channel,
+                                 float qmax, float* w, float* dw) {
   simd::adaround_soft_weight(alpha, floor_q, scale, zero_point, n, per_channel, qmax, w, dw);
 }
 inline double adaround_regularizer(const float* alpha, int64_t n, float beta, float* d) {

@@ -15,8 +15,16 @@
 namespace brecq::kernels {
 
 enum class Scratch : int {
-  gemm_a = 0, gemm_b, gemm_c, col, reduce,
-  winograd_in, winograd_out, winograd_u, winograd_v, winograd_m,  // simd/winograd.hpp
+  gemm_a = 0,
+  gemm_b,
+  gemm_c,
+  col,
+  reduce,
+  winograd_in,
+  winograd_out,
+  winograd_u,
+  winograd_v,
+  winograd_m,  // simd/winograd.hpp
   count
 };
 

@@ -12,8 +12,12 @@ namespace brecq::nn {
 struct Accuracy {
   int64_t images = 0, top1 = 0, top5 = 0;
   double seconds = 0;
-  double top1_percent() const { return images ? 100.0 * static_cast<double>(top1) / static_cast<double>(images) : 0.0; }
-  double top5_percent() const { return images ? 100.0 * static_cast<double>(top5) / static_cast<double>(images) : 0.0; }
+  double top1_percent() const {
+    return images ? 100.0 * static_cast<double>(top1) / static_cast<double>(images) : 0.0;
+  }
+  double top5_percent() const {
+    return images ? 100.0 * static_cast<double>(top5) / static_cast<double>(images) : 0.0;
+  }
 };
 
 struct EvaluateParams {
@@ -25,8 +29,8 @@ using ForwardFn = std::function<Tensor(const Tensor&)>;
 
 /// Adds the top-1 / top-5 hits of logits [N, classes] against labels to acc.
 inline void score(const Tensor& logits, const std::vector<int>& labels, Accuracy& acc) {
-  check(logits.ndim() == 2 && logits.dim(0) == static_cast<int64_t>(labels.size()), "score: logits ",
-        logits.shape(), " for ", labels.size(), " labels");
+  check(logits.ndim() == 2 && logits.dim(0) == static_cast<int64_t>(labels.size()),
+        "score: logits ", logits.shape(), " for ", labels.size(), " labels");
   Tensor lc = logits.contiguous();
   const float* p = lc.data<float>();
   const int64_t classes = logits.dim(1), k = std::min<int64_t>(5, classes);
@@ -34,9 +38,11 @@ inline void score(const Tensor& logits, const std::vector<int>& labels, Accuracy
     const float* row = p + i * classes;
     const int label = labels[static_cast<size_t>(i)];
     check(label >= 0 && label < classes, "score: label ", label, " outside [0, ", classes, ")");
-    // Rank of the true class: classes scoring higher (ties count against it only before it, as argmax).
+    // Rank of the true class: classes scoring higher (ties count against it only before it, as
+    // argmax).
     int64_t higher = 0;
-    for (int64_t c = 0; c < classes; ++c) higher += row[c] > row[label] || (row[c] == row[label] && c < label);
+    for (int64_t c = 0; c < classes; ++c)
+      higher += row[c] > row[label] || (row[c] == row[label] && c < label);
     acc.top1 += higher == 0;
     acc.top5 += higher < k;
   }
@@ -46,7 +52,8 @@ inline void score(const Tensor& logits, const std::vector<int>& labels, Accuracy
 /// Accuracy of `forward` on a dataset, decoding batch by batch.
 template <LabeledDataset D>
 inline Accuracy evaluate(const ForwardFn& forward, const D& ds, const EvaluateParams& p = {}) {
-  check(p.batch >= 1 && p.limit >= 0, "evaluate: batch must be >= 1 and limit >= 0, got ", p.batch, ", ", p.limit);
+  check(p.batch >= 1 && p.limit >= 0, "evaluate: batch must be >= 1 and limit >= 0, got ", p.batch,
+        ", ", p.limit);
   const auto start = std::chrono::steady_clock::now();
   NoGrad no_grad;
   Accuracy acc;

@@ -15,18 +15,24 @@ enum class Activation { none, relu, relu6 };
 
 inline const char* activation_name(Activation a) {
   switch (a) {
-    case Activation::none: return "none";
-    case Activation::relu: return "relu";
-    case Activation::relu6: return "relu6";
+    case Activation::none:
+      return "none";
+    case Activation::relu:
+      return "relu";
+    case Activation::relu6:
+      return "relu6";
   }
   return "?";
 }
 
 inline Tensor apply_activation(Activation a, const Tensor& x) {
   switch (a) {
-    case Activation::relu: return relu(x);
-    case Activation::relu6: return relu6(x);
-    case Activation::none: break;
+    case Activation::relu:
+      return relu(x);
+    case Activation::relu6:
+      return relu6(x);
+    case Activation::none:
+      break;
   }
   return x;
 }
@@ -60,8 +66,8 @@ struct Layer {
   Tensor bias;        ///< [out] or undefined
   std::optional<BatchNorm> bn;
   Activation activation = Activation::none;
-  int id = -1;        ///< position in Model::layers(), set by Model::finalize()
-  int act_point = -1; ///< activation-quantization point after this layer, or -1
+  int id = -1;         ///< position in Model::layers(), set by Model::finalize()
+  int act_point = -1;  ///< activation-quantization point after this layer, or -1
 
   int64_t out_channels() const { return weight.dim(0); }
   int64_t in_channels() const {
@@ -82,7 +88,8 @@ struct Layer {
     l.activation = act;
     return l;
   }
-  static Layer make_linear(std::string name, int64_t in, int64_t out, Activation act = Activation::none) {
+  static Layer make_linear(std::string name, int64_t in, int64_t out,
+                           Activation act = Activation::none) {
     check(in > 0 && out > 0, "linear layer ", name, ": invalid sizes ", in, " -> ", out);
     Layer l;
     l.name = std::move(name);
@@ -95,8 +102,10 @@ struct Layer {
 };
 
 /// The layer's pre-activation output with the given (possibly quantized) weight.
-inline Tensor layer_linear_part(const Layer& l, const Tensor& x, const Tensor& weight, bool training) {
-  Tensor y = l.kind == LayerKind::linear ? linear(x, weight, l.bias) : conv2d(x, weight, l.bias, l.conv);
+inline Tensor layer_linear_part(const Layer& l, const Tensor& x, const Tensor& weight,
+                                bool training) {
+  Tensor y =
+      l.kind == LayerKind::linear ? linear(x, weight, l.bias) : conv2d(x, weight, l.bias, l.conv);
   if (l.bn) {
     const BatchNorm& bn = *l.bn;
     y = batch_norm2d(y, bn.weight, bn.bias, bn.running_mean, bn.running_var,

@@ -25,12 +25,18 @@ enum class BlockKind { stem, basic, bottleneck, inverted_residual, conv, head };
 
 inline const char* block_kind_name(BlockKind k) {
   switch (k) {
-    case BlockKind::stem: return "stem";
-    case BlockKind::basic: return "basic";
-    case BlockKind::bottleneck: return "bottleneck";
-    case BlockKind::inverted_residual: return "inverted_residual";
-    case BlockKind::conv: return "conv";
-    case BlockKind::head: return "head";
+    case BlockKind::stem:
+      return "stem";
+    case BlockKind::basic:
+      return "basic";
+    case BlockKind::bottleneck:
+      return "bottleneck";
+    case BlockKind::inverted_residual:
+      return "inverted_residual";
+    case BlockKind::conv:
+      return "conv";
+    case BlockKind::head:
+      return "head";
   }
   return "?";
 }
@@ -38,15 +44,15 @@ inline const char* block_kind_name(BlockKind k) {
 struct Block {
   std::string name;  ///< e.g. "layer2.0"
   BlockKind kind = BlockKind::basic;
-  int stage = 0;     ///< index of the stage (group of blocks between downsamplings); stem 0
+  int stage = 0;  ///< index of the stage (group of blocks between downsamplings); stem 0
   bool global_pool_before = false;  ///< head: [N,C,H,W] -> [N,C] before the layers
-  std::vector<Layer> layers{};       ///< main path, in order
+  std::vector<Layer> layers{};      ///< main path, in order
   ShortcutKind shortcut = ShortcutKind::none;
-  std::vector<Layer> shortcut_layers{};  ///< projection shortcut
-  int64_t option_a_stride = 1;       ///< option A: spatial subsampling
-  int64_t option_a_pad = 0;          ///< option A: zero channels added on each side
+  std::vector<Layer> shortcut_layers{};          ///< projection shortcut
+  int64_t option_a_stride = 1;                   ///< option A: spatial subsampling
+  int64_t option_a_pad = 0;                      ///< option A: zero channels added on each side
   Activation out_activation = Activation::none;  ///< after the residual add
-  std::optional<Pool2dParams> max_pool_after{};   ///< ImageNet ResNet stem
+  std::optional<Pool2dParams> max_pool_after{};  ///< ImageNet ResNet stem
   int out_point = -1;  ///< activation-quantization point at the block output, or -1
 };
 
@@ -54,8 +60,8 @@ struct Block {
 /// (quantized weights), the activation-quantization points, and each layer's input and output
 /// (layer_output may record them, or replace the output, e.g. by a leaf to differentiate at).
 struct ForwardHooks {
-  std::function<Tensor(const Layer&)> weight{};                     ///< default: layer.weight
-  std::function<Tensor(int point, const Tensor&)> activation{};     ///< default: identity
+  std::function<Tensor(const Layer&)> weight{};                  ///< default: layer.weight
+  std::function<Tensor(int point, const Tensor&)> activation{};  ///< default: identity
   std::function<Tensor(const Layer&, const Tensor& in, const Tensor& out)> layer_output{};
   bool training = false;  ///< BatchNorm uses batch statistics and updates running ones
 };
@@ -73,8 +79,11 @@ inline Tensor forward_block(const Block& b, const Tensor& x, const ForwardHooks&
   Tensor y = b.global_pool_before ? global_avg_pool(x) : x;
   for (const Layer& l : b.layers) y = forward_layer(l, y, h);
   switch (b.shortcut) {
-    case ShortcutKind::none: break;
-    case ShortcutKind::identity: y = add(y, x); break;
+    case ShortcutKind::none:
+      break;
+    case ShortcutKind::identity:
+      y = add(y, x);
+      break;
     case ShortcutKind::option_a:
       y = add(y, pad_channels(subsample(x, b.option_a_stride, b.option_a_stride), b.option_a_pad,
                               b.option_a_pad));
@@ -94,14 +103,18 @@ inline Tensor forward_block(const Block& b, const Tensor& x, const ForwardHooks&
 
 class Model {
  public:
-  std::string arch;           ///< e.g. "resnet20_cifar"
+  std::string arch;  ///< e.g. "resnet20_cifar"
   int64_t num_classes = 0;
   int64_t in_channels = 3;
   std::vector<Block> blocks;  ///< stem first, head last
+  /// Activation-quantization point of the model input (the image), point 0; applied when a
+  /// forward pass starts at the first block.
+  int input_point = -1;
 
   /// Numbers the layers and activation-quantization points. Builders call it once.
   void finalize() {
     int layer_id = 0, point = 0;
+    input_point = point++;
     for (Block& b : blocks) {
       for (size_t i = 0; i < b.layers.size(); ++i) {
         b.layers[i].id = layer_id++;
@@ -139,10 +152,13 @@ class Model {
   }
 
   /// Runs blocks [first, last) on x.
-  Tensor forward_blocks(const Tensor& x, size_t first, size_t last, const ForwardHooks& h = {}) const {
+  Tensor forward_blocks(const Tensor& x, size_t first, size_t last,
+                        const ForwardHooks& h = {}) const {
     check(first <= last && last <= blocks.size(), "Model::forward_blocks: range [", first, ", ",
           last, ") outside the ", blocks.size(), " blocks of ", arch);
     Tensor y = x;
+    if (first == 0 && last > 0 && input_point >= 0 && h.activation)
+      y = h.activation(input_point, y);
     for (size_t i = first; i < last; ++i) y = forward_block(blocks[i], y, h);
     return y;
   }

@@ -121,14 +121,16 @@ class Adam : public Optimizer {
 /// torch.optim.lr_scheduler.CosineAnnealingLR (closed form): lr at step t of t_max.
 inline float cosine_lr(float base_lr, int64_t t, int64_t t_max, float eta_min = 0.0f) {
   check(t_max > 0, "cosine_lr: t_max must be > 0, got ", t_max);
-  const double c = std::cos(3.14159265358979323846 * static_cast<double>(t) / static_cast<double>(t_max));
+  const double c =
+      std::cos(3.14159265358979323846 * static_cast<double>(t) / static_cast<double>(t_max));
   return static_cast<float>(eta_min + (base_lr - eta_min) * (1.0 + c) / 2.0);
 }
 
 /// torch.optim.lr_scheduler.StepLR: base_lr * gamma^(floor(t / step_size)).
 inline float step_lr(float base_lr, int64_t t, int64_t step_size, float gamma = 0.1f) {
   check(step_size > 0, "step_lr: step_size must be > 0, got ", step_size);
-  return static_cast<float>(base_lr * std::pow(static_cast<double>(gamma), static_cast<double>(t / step_size)));
+  return static_cast<float>(
+      base_lr * std::pow(static_cast<double>(gamma), static_cast<double>(t / step_size)));
 }
 
 }  // namespace brecq

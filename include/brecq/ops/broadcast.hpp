@@ -27,7 +27,8 @@ inline std::vector<int64_t> broadcast_strides(const Tensor& t, const Shape& targ
   const int64_t nd = target.ndim(), lead = nd - t.ndim();
   std::vector<int64_t> s(static_cast<size_t>(nd), 0);
   for (int64_t i = lead; i < nd; ++i)
-    s[static_cast<size_t>(i)] = t.dim(i - lead) == 1 ? 0 : t.strides()[static_cast<size_t>(i - lead)];
+    s[static_cast<size_t>(i)] =
+        t.dim(i - lead) == 1 ? 0 : t.strides()[static_cast<size_t>(i - lead)];
   return s;
 }
 

@@ -28,16 +28,25 @@ inline kernels::Conv2dGeometry conv_geometry(const Tensor& x, const Tensor& w, c
         w.dim(1) * p.groups);
   check(!bias.defined() || (bias.ndim() == 1 && bias.dim(0) == w.dim(0)), "conv2d: bias ",
         shape_of(bias), " does not match weight ", w.shape());
-  kernels::Conv2dGeometry g{.batch = x.dim(0), .in_channels = x.dim(1), .in_h = x.dim(2),
-                            .in_w = x.dim(3), .out_channels = w.dim(0), .kernel_h = w.dim(2),
-                            .kernel_w = w.dim(3), .stride_h = p.stride, .stride_w = p.stride,
-                            .pad_h = p.padding, .pad_w = p.padding, .dilation_h = p.dilation,
-                            .dilation_w = p.dilation, .groups = p.groups};
+  kernels::Conv2dGeometry g{.batch = x.dim(0),
+                            .in_channels = x.dim(1),
+                            .in_h = x.dim(2),
+                            .in_w = x.dim(3),
+                            .out_channels = w.dim(0),
+                            .kernel_h = w.dim(2),
+                            .kernel_w = w.dim(3),
+                            .stride_h = p.stride,
+                            .stride_w = p.stride,
+                            .pad_h = p.padding,
+                            .pad_w = p.padding,
+                            .dilation_h = p.dilation,
+                            .dilation_w = p.dilation,
+                            .groups = p.groups};
   // Compare sizes, not out_h() >= 1: integer division truncates a negative numerator up to 0.
   check(g.in_h + 2 * g.pad_h > g.dilation_h * (g.kernel_h - 1) &&
             g.in_w + 2 * g.pad_w > g.dilation_w * (g.kernel_w - 1),
-        "conv2d: input ", x.shape(), " is smaller than kernel ",
-        w.shape(), " with padding ", p.padding, " and dilation ", p.dilation);
+        "conv2d: input ", x.shape(), " is smaller than kernel ", w.shape(), " with padding ",
+        p.padding, " and dilation ", p.dilation);
   return g;
 }
 }  // namespace detail

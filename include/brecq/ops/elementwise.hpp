@@ -95,19 +95,23 @@ inline Tensor div(const Tensor& a, const Tensor& b) {
   autograd::record("div", out, {&a, &b}, [a, b, out](const Tensor& g) {
     if (a.requires_grad()) autograd::accumulate_grad(a, sum_to(div(g, b), a.shape()));
     // d(a/b)/db = -(a/b)/b
-    if (b.requires_grad()) autograd::accumulate_grad(b, sum_to(neg(div(mul(g, out), b)), b.shape()));
+    if (b.requires_grad())
+      autograd::accumulate_grad(b, sum_to(neg(div(mul(g, out), b)), b.shape()));
   });
   return out;
 }
 
-/// Element-wise maximum / minimum; the gradient goes to the larger (smaller) operand, to `a` on ties.
+/// Element-wise maximum / minimum; the gradient goes to the larger (smaller) operand, to `a` on
+/// ties.
 inline Tensor maximum(const Tensor& a, const Tensor& b) {
   Tensor out = detail::map_binary("maximum", a, b, [](float x, float y) { return x >= y ? x : y; });
   autograd::record("maximum", out, {&a, &b}, [a, b](const Tensor& g) {
-    Tensor ma = detail::map_binary("maximum", a, b, [](float x, float y) { return x >= y ? 1.f : 0.f; });
+    Tensor ma =
+        detail::map_binary("maximum", a, b, [](float x, float y) { return x >= y ? 1.f : 0.f; });
     if (a.requires_grad()) autograd::accumulate_grad(a, sum_to(mul(g, ma), a.shape()));
     if (b.requires_grad())
-      autograd::accumulate_grad(b, sum_to(mul(g, detail::map_unary(ma, [](float m) { return 1 - m; })), b.shape()));
+      autograd::accumulate_grad(
+          b, sum_to(mul(g, detail::map_unary(ma, [](float m) { return 1 - m; })), b.shape()));
   });
   return out;
 }
@@ -132,8 +136,8 @@ inline Tensor operator-(const Tensor& a) { return neg(a); }
 /// out = mask ? a : b element-wise (mask: 0 or 1, the shape of a and b); the gradient goes to a
 /// where the mask is set and to b elsewhere.
 inline Tensor where(const Tensor& mask, const Tensor& a, const Tensor& b) {
-  check(mask.shape() == a.shape() && a.shape() == b.shape(), "where: mask ", mask.shape(), ", a ", a.shape(),
-        " and b ", b.shape(), " must have one shape");
+  check(mask.shape() == a.shape() && a.shape() == b.shape(), "where: mask ", mask.shape(), ", a ",
+        a.shape(), " and b ", b.shape(), " must have one shape");
   Tensor mc = mask.contiguous(), ac = a.contiguous(), bc = b.contiguous();
   Tensor out = Tensor::empty(a.shape());
   {
@@ -181,77 +185,91 @@ inline Tensor unary_op(const char* op, const Tensor& x, F f, D dfdx) {
     float* pd = dx.data<float>();
     // Pointers captured by value: through a reference the compiler must assume that the stores
     // to pd may change them, and keeps the loop scalar.
-    parallel_for(0, x.numel(), detail::kElementwiseGrain, [&, px, py, pg, pd](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        if constexpr (std::is_invocable_v<D, float, float, float>) {
-          pd[i] = dfdx(px[i], py[i], pg[i]);
-        } else {
-          pd[i] = pg[i] * dfdx(px[i], py[i]);
-        }
-      }
-    });
+    parallel_for(0, x.numel(), detail::kElementwiseGrain,
+                 [&, px, py, pg, pd](int64_t b, int64_t e) {
+                   for (int64_t i = b; i < e; ++i) {
+                     if constexpr (std::is_invocable_v<D, float, float, float>) {
+                       pd[i] = dfdx(px[i], py[i], pg[i]);
+                     } else {
+                       pd[i] = pg[i] * dfdx(px[i], py[i]);
+                     }
+                   }
+                 });
     autograd::accumulate_grad(x, dx);
   });
   return out;
 }
 
 inline Tensor neg(const Tensor& a) {
-  return unary_op("neg", a, [](float x) { return -x; }, [](float, float) { return -1.0f; });
+  return unary_op(
+      "neg", a, [](float x) { return -x; }, [](float, float) { return -1.0f; });
 }
 inline Tensor relu(const Tensor& a) {
-  return unary_op("relu", a, [](float x) { return x > 0 ? x : 0.0f; },
-                  [](float x, float, float g) { return x > 0 ? g : 0.0f; });
+  return unary_op(
+      "relu", a, [](float x) { return x > 0 ? x : 0.0f; },
+      [](float x, float, float g) { return x > 0 ? g : 0.0f; });
 }
 inline Tensor relu6(const Tensor& a) {
-  return unary_op("relu6", a, [](float x) { return std::min(std::max(x, 0.0f), 6.0f); },
-                  [](float x, float, float g) { return x > 0 && x < 6 ? g : 0.0f; });
+  return unary_op(
+      "relu6", a, [](float x) { return std::min(std::max(x, 0.0f), 6.0f); },
+      [](float x, float, float g) { return x > 0 && x < 6 ? g : 0.0f; });
 }
 inline Tensor sigmoid(const Tensor& a) {
-  return unary_op("sigmoid", a, [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
-                  [](float, float y) { return y * (1.0f - y); });
+  return unary_op(
+      "sigmoid", a, [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
+      [](float, float y) { return y * (1.0f - y); });
 }
 /// Clamps to [lo, hi]; gradient 1 strictly inside, 0 outside (PyTorch passes it at the bounds).
 inline Tensor clamp(const Tensor& a, float lo, float hi) {
   check(lo <= hi, "clamp: lower bound ", lo, " exceeds upper bound ", hi);
-  return unary_op("clamp", a, [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
-                  [lo, hi](float x, float, float g) { return x >= lo && x <= hi ? g : 0.0f; });
+  return unary_op(
+      "clamp", a, [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
+      [lo, hi](float x, float, float g) { return x >= lo && x <= hi ? g : 0.0f; });
 }
 inline Tensor abs(const Tensor& a) {
-  return unary_op("abs", a, [](float x) { return std::fabs(x); },
-                  [](float x, float) { return x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f); });
+  return unary_op(
+      "abs", a, [](float x) { return std::fabs(x); },
+      [](float x, float) { return x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f); });
 }
 /// x^p for a scalar exponent.
 inline Tensor pow(const Tensor& a, float p) {
-  return unary_op("pow", a, [p](float x) { return std::pow(x, p); },
-                  [p](float x, float) { return p == 0 ? 0.0f : p * std::pow(x, p - 1); });
+  return unary_op(
+      "pow", a, [p](float x) { return std::pow(x, p); },
+      [p](float x, float) { return p == 0 ? 0.0f : p * std::pow(x, p - 1); });
 }
 inline Tensor square(const Tensor& a) {
-  return unary_op("square", a, [](float x) { return x * x; }, [](float x, float) { return 2 * x; });
+  return unary_op(
+      "square", a, [](float x) { return x * x; }, [](float x, float) { return 2 * x; });
 }
 inline Tensor sqrt(const Tensor& a) {
-  return unary_op("sqrt", a, [](float x) { return std::sqrt(x); },
-                  [](float, float y) { return 0.5f / y; });
+  return unary_op(
+      "sqrt", a, [](float x) { return std::sqrt(x); }, [](float, float y) { return 0.5f / y; });
 }
 inline Tensor exp(const Tensor& a) {
-  return unary_op("exp", a, [](float x) { return std::exp(x); }, [](float, float y) { return y; });
+  return unary_op(
+      "exp", a, [](float x) { return std::exp(x); }, [](float, float y) { return y; });
 }
 inline Tensor log(const Tensor& a) {
-  return unary_op("log", a, [](float x) { return std::log(x); },
-                  [](float x, float) { return 1.0f / x; });
+  return unary_op(
+      "log", a, [](float x) { return std::log(x); }, [](float x, float) { return 1.0f / x; });
 }
 /// Round half to even (as torch.round); zero gradient.
 inline Tensor round(const Tensor& a) {
-  return unary_op("round", a, [](float x) { return std::nearbyint(x); }, [](float, float) { return 0.0f; });
+  return unary_op(
+      "round", a, [](float x) { return std::nearbyint(x); }, [](float, float) { return 0.0f; });
 }
 inline Tensor floor(const Tensor& a) {
-  return unary_op("floor", a, [](float x) { return std::floor(x); }, [](float, float) { return 0.0f; });
+  return unary_op(
+      "floor", a, [](float x) { return std::floor(x); }, [](float, float) { return 0.0f; });
 }
 /// Rounding with a straight-through gradient (identity backward), for quantizer training.
 inline Tensor round_ste(const Tensor& a) {
-  return unary_op("round_ste", a, [](float x) { return std::nearbyint(x); }, [](float, float) { return 1.0f; });
+  return unary_op(
+      "round_ste", a, [](float x) { return std::nearbyint(x); }, [](float, float) { return 1.0f; });
 }
 inline Tensor floor_ste(const Tensor& a) {
-  return unary_op("floor_ste", a, [](float x) { return std::floor(x); }, [](float, float) { return 1.0f; });
+  return unary_op(
+      "floor_ste", a, [](float x) { return std::floor(x); }, [](float, float) { return 1.0f; });
 }
 
 }  // namespace brecq

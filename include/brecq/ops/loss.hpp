@@ -83,14 +83,17 @@ inline Tensor mse_loss(const Tensor& a, const Tensor& b) { return mean(square(su
 /// sum(w^2 |pred - target|^p) / (numel / channels): the channel sum averaged over batch and
 /// positions (the official BRECQ lp_loss; w = optional Fisher weights, else 1). One fused pass;
 /// the gradient flows into pred only (target and w are data).
-inline Tensor lp_loss(const Tensor& pred, const Tensor& target, float p, const Tensor& w = Tensor()) {
+inline Tensor lp_loss(const Tensor& pred, const Tensor& target, float p,
+                      const Tensor& w = Tensor()) {
   check(pred.shape() == target.shape() && (!w.defined() || w.shape() == pred.shape()),
-        "lp_loss: prediction ", pred.shape(), ", target ", target.shape(), " and weights ", shape_of(w),
-        " must have one shape");
-  check(pred.ndim() >= 1 && pred.numel() > 0, "lp_loss: needs a non-empty batch, got ", pred.shape());
+        "lp_loss: prediction ", pred.shape(), ", target ", target.shape(), " and weights ",
+        shape_of(w), " must have one shape");
+  check(pred.ndim() >= 1 && pred.numel() > 0, "lp_loss: needs a non-empty batch, got ",
+        pred.shape());
   check(p > 0, "lp_loss: exponent must be > 0, got ", p);
   const double norm = 1.0 / static_cast<double>(pred.numel() / (pred.ndim() > 1 ? pred.dim(1) : 1));
-  Tensor pc = pred.contiguous(), tc = target.contiguous(), wc = w.defined() ? w.contiguous() : Tensor();
+  Tensor pc = pred.contiguous(), tc = target.contiguous(),
+         wc = w.defined() ? w.contiguous() : Tensor();
   const float* pw = wc.defined() ? wc.data<float>() : nullptr;
   // The gradient comes out of the same pass (it shares |d|^p), scaled in the backward.
   Tensor grad = autograd::any_requires_grad({&pred}) ? Tensor::empty(pred.shape()) : Tensor();

@@ -53,7 +53,8 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias = Tens
     Tensor gc = g.contiguous();
     if (x.requires_grad()) autograd::accumulate_grad(x, detail::gemm(gc, wc, false, false));
     if (w.requires_grad()) autograd::accumulate_grad(w, detail::gemm(gc, xc, true, false));
-    if (bias.defined() && bias.requires_grad()) autograd::accumulate_grad(bias, sum_to(gc, bias.shape()));
+    if (bias.defined() && bias.requires_grad())
+      autograd::accumulate_grad(bias, sum_to(gc, bias.shape()));
   });
   return out;
 }

@@ -17,17 +17,17 @@ struct BatchNormParams {
 /// batch statistics are used and running_mean / running_var (if defined) are updated in place
 /// with the unbiased variance, as PyTorch does.
 inline Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                           Tensor running_mean, Tensor running_var,
-                           const BatchNormParams& p = {}) {
+                           Tensor running_mean, Tensor running_var, const BatchNormParams& p = {}) {
   check(x.ndim() == 4, "batch_norm2d: expects NCHW input, got ", x.shape());
   const int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3), count = N * HW;
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&weight, &bias, &running_mean, &running_var})
+  for (const Tensor* t :
+       std::initializer_list<const Tensor*>{&weight, &bias, &running_mean, &running_var})
     check(!t->defined() || (t->ndim() == 1 && t->dim(0) == C), "batch_norm2d: parameter of shape ",
           shape_of(*t), " does not match ", C, " channels of input ", x.shape());
   check(p.training || (running_mean.defined() && running_var.defined()),
         "batch_norm2d: eval mode needs running statistics");
-  check(!p.training || count > 1, "batch_norm2d: training needs more than one value per channel, got ",
-        x.shape());
+  check(!p.training || count > 1,
+        "batch_norm2d: training needs more than one value per channel, got ", x.shape());
   Tensor xc = x.contiguous();
   const float* px = xc.data<float>();
   auto mean = std::make_shared<std::vector<float>>(static_cast<size_t>(C));
@@ -74,44 +74,45 @@ inline Tensor batch_norm2d(const Tensor& x, const Tensor& weight, const Tensor& 
     }
   });
   const bool training = p.training;
-  autograd::record("batch_norm2d", out, {&x, &weight, &bias},
-                   [x, xc, weight, bias, mean, invstd, training](const Tensor& grad) {
-    const int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3);
-    const double cnt = static_cast<double>(N * HW);
-    Tensor gc = grad.contiguous();
-    const float* pg = gc.data<float>();
-    const float* px = xc.data<float>();
-    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
-    Tensor dw = Tensor::empty(Shape{C}), db = Tensor::empty(Shape{C});
-    for (int64_t c = 0; c < C; ++c) {
-      const double m = (*mean)[static_cast<size_t>(c)], is = (*invstd)[static_cast<size_t>(c)];
-      double sg = 0.0, sgx = 0.0;  // sum(g), sum(g * xhat)
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t i = 0; i < HW; ++i) {
-          const int64_t k = (n * C + c) * HW + i;
-          sg += pg[k];
-          sgx += pg[k] * (px[k] - m) * is;
+  autograd::record(
+      "batch_norm2d", out, {&x, &weight, &bias},
+      [x, xc, weight, bias, mean, invstd, training](const Tensor& grad) {
+        const int64_t N = x.dim(0), C = x.dim(1), HW = x.dim(2) * x.dim(3);
+        const double cnt = static_cast<double>(N * HW);
+        Tensor gc = grad.contiguous();
+        const float* pg = gc.data<float>();
+        const float* px = xc.data<float>();
+        Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
+        Tensor dw = Tensor::empty(Shape{C}), db = Tensor::empty(Shape{C});
+        for (int64_t c = 0; c < C; ++c) {
+          const double m = (*mean)[static_cast<size_t>(c)], is = (*invstd)[static_cast<size_t>(c)];
+          double sg = 0.0, sgx = 0.0;  // sum(g), sum(g * xhat)
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t i = 0; i < HW; ++i) {
+              const int64_t k = (n * C + c) * HW + i;
+              sg += pg[k];
+              sgx += pg[k] * (px[k] - m) * is;
+            }
+          dw.data<float>()[c] = static_cast<float>(sgx);
+          db.data<float>()[c] = static_cast<float>(sg);
+          if (!dx.defined()) continue;
+          const double gamma = weight.defined() ? weight.data<float>()[c] : 1.0;
+          float* pd = dx.data<float>();
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t i = 0; i < HW; ++i) {
+              const int64_t k = (n * C + c) * HW + i;
+              if (training) {
+                const double xhat = (px[k] - m) * is;
+                pd[k] = static_cast<float>(gamma * is * (pg[k] - sg / cnt - xhat * sgx / cnt));
+              } else {
+                pd[k] = static_cast<float>(gamma * is * pg[k]);
+              }
+            }
         }
-      dw.data<float>()[c] = static_cast<float>(sgx);
-      db.data<float>()[c] = static_cast<float>(sg);
-      if (!dx.defined()) continue;
-      const double gamma = weight.defined() ? weight.data<float>()[c] : 1.0;
-      float* pd = dx.data<float>();
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t i = 0; i < HW; ++i) {
-          const int64_t k = (n * C + c) * HW + i;
-          if (training) {
-            const double xhat = (px[k] - m) * is;
-            pd[k] = static_cast<float>(gamma * is * (pg[k] - sg / cnt - xhat * sgx / cnt));
-          } else {
-            pd[k] = static_cast<float>(gamma * is * pg[k]);
-          }
-        }
-    }
-    if (dx.defined()) autograd::accumulate_grad(x, dx);
-    autograd::accumulate_grad(weight, dw);
-    autograd::accumulate_grad(bias, db);
-  });
+        if (dx.defined()) autograd::accumulate_grad(x, dx);
+        autograd::accumulate_grad(weight, dw);
+        autograd::accumulate_grad(bias, db);
+      });
   return out;
 }
 

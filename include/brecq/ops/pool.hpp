@@ -94,7 +94,8 @@ inline Tensor avg_pool2d(const Tensor& x, const Pool2dParams& p = {}) {
   };
   out.fill(0.0f);
   parallel_for(0, g.planes, 1, [&](int64_t b, int64_t e) {
-    for (int64_t pl = b; pl < e; ++pl) visit(pl, [&](int64_t o, int64_t i) { py[o] += px[i] * inv; });
+    for (int64_t pl = b; pl < e; ++pl)
+      visit(pl, [&](int64_t o, int64_t i) { py[o] += px[i] * inv; });
   });
   autograd::record("avg_pool2d", out, {&x}, [x, g, inv, visit](const Tensor& grad) {
     Tensor gc = grad.contiguous();

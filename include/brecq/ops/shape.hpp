@@ -122,12 +122,12 @@ inline Tensor cat(const std::vector<Tensor>& xs, int64_t d) {
       out.impl().requires_grad = true;
       out.impl().is_leaf = false;
       autograd::tape().record({"cat", out.impl_ptr(), [xs, d](const Tensor& g) {
-        int64_t at = 0;
-        for (const Tensor& t : xs) {
-          autograd::accumulate_grad(t, g.narrow(d, at, t.dim(d)).clone());
-          at += t.dim(d);
-        }
-      }});
+                                 int64_t at = 0;
+                                 for (const Tensor& t : xs) {
+                                   autograd::accumulate_grad(t, g.narrow(d, at, t.dim(d)).clone());
+                                   at += t.dim(d);
+                                 }
+                               }});
     }
   }
   return out;

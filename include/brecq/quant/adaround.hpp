@@ -47,10 +47,12 @@ struct AdaRound {
     const bool grad = autograd::any_requires_grad({&alpha});
     Tensor dw = grad ? Tensor::empty(alpha.shape()) : Tensor();
     kernels::adaround_soft_weight(alpha.data<float>(), floor_q.data<float>(), q.scale.data<float>(),
-                                  q.zero_point.data<float>(), alpha.numel(), alpha.numel() / q.channels(),
-                                  q.qmax(), w.data<float>(), grad ? dw.data<float>() : nullptr);
-    autograd::record("adaround_soft_weight", w, {&alpha},
-                     [alpha = alpha, dw](const Tensor& g) { autograd::accumulate_grad(alpha, mul(g, dw)); });
+                                  q.zero_point.data<float>(), alpha.numel(),
+                                  alpha.numel() / q.channels(), q.qmax(), w.data<float>(),
+                                  grad ? dw.data<float>() : nullptr);
+    autograd::record("adaround_soft_weight", w, {&alpha}, [alpha = alpha, dw](const Tensor& g) {
+      autograd::accumulate_grad(alpha, mul(g, dw));
+    });
     return w;
   }
 
@@ -65,7 +67,8 @@ struct AdaRound {
     float* po = out.data<float>();
     for (int64_t i = 0; i < out.numel(); ++i) {
       const int64_t c = i / per;
-      const float v = std::min(std::max(pf[i] + (pa[i] >= 0.0f ? 1.0f : 0.0f) + pz[c], 0.0f), q.qmax());
+      const float v =
+          std::min(std::max(pf[i] + (pa[i] >= 0.0f ? 1.0f : 0.0f) + pz[c], 0.0f), q.qmax());
       po[i] = (v - pz[c]) * ps[c];
     }
     return out;
@@ -76,8 +79,9 @@ struct AdaRound {
     Tensor d = Tensor::empty(alpha.shape());
     Tensor out = Tensor::scalar(static_cast<float>(
         kernels::adaround_regularizer(alpha.data<float>(), alpha.numel(), beta, d.data<float>())));
-    autograd::record("adaround_regularizer", out, {&alpha},
-                     [alpha = alpha, d](const Tensor& g) { autograd::accumulate_grad(alpha, mul(d, g.item())); });
+    autograd::record("adaround_regularizer", out, {&alpha}, [alpha = alpha, d](const Tensor& g) {
+      autograd::accumulate_grad(alpha, mul(d, g.item()));
+    });
     return out;
   }
 };

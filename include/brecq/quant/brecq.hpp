@@ -1,7 +1,8 @@
 #pragma once
 // The whole BRECQ run for one granularity: weight pass, activation initialisation, activation
-// pass (qdrop recipe: activation initialisation, then one joint pass), with a checkpoint written after every finished unit so that an interrupted run resumes
-// where it stopped and ends with the same result as an uninterrupted one.
+// pass (qdrop recipe: activation initialisation, then one joint pass), with a checkpoint written
+// after every finished unit so that an interrupted run resumes where it stopped and ends with the
+// same result as an uninterrupted one.
 #include <cstdio>
 #include <filesystem>
 
@@ -36,29 +37,34 @@ inline void save_checkpoint(const QuantModel& qm, const std::string& path, const
       t.emplace_back(act_name(static_cast<int>(p)) + ".zero_point", qm.act_q[p].zero_point);
     }
   const std::string tmp = path + ".tmp";
-  save_safetensors(tmp, t, {.metadata = {{"format", "brecq-checkpoint-1"}, {"key", key},
-                                         {"weights_done", std::to_string(st.weights_done)},
-                                         {"acts_done", std::to_string(st.acts_done)},
-                                         {"act_initialized", st.act_initialized ? "1" : "0"}}});
+  save_safetensors(tmp, t,
+                   {.metadata = {{"format", "brecq-checkpoint-1"},
+                                 {"key", key},
+                                 {"weights_done", std::to_string(st.weights_done)},
+                                 {"acts_done", std::to_string(st.acts_done)},
+                                 {"act_initialized", st.act_initialized ? "1" : "0"}}});
   std::filesystem::rename(tmp, path);  // atomic: an interrupt never leaves a half-written file
 }
 
 /// Restores a checkpoint's state into qm; returns what was done.
-inline CheckpointState load_checkpoint(QuantModel& qm, const std::string& path, const std::string& key) {
+inline CheckpointState load_checkpoint(QuantModel& qm, const std::string& path,
+                                       const std::string& key) {
   SafetensorsFile f(path);
   auto k = f.metadata().find("key");
   check(k != f.metadata().end() && k->second == key, "checkpoint '", path,
-        "' was written by a run with other settings; delete it or choose another --out.\n  this run: ",
+        "' was written by a run with other settings; delete it or choose another --out.\n  this "
+        "run: ",
         key, "\n  checkpoint: ", k == f.metadata().end() ? "(none)" : k->second);
   CheckpointState st{static_cast<size_t>(meta_int(f, "weights_done")),
-                     static_cast<size_t>(meta_int(f, "acts_done")), meta_int(f, "act_initialized") != 0};
+                     static_cast<size_t>(meta_int(f, "acts_done")),
+                     meta_int(f, "act_initialized") != 0};
   for (const nn::Layer* l : qm.model.layers()) {
     const std::string n = l->name + ".alpha";
     if (!f.contains(n)) continue;
     AdaRound r = AdaRound::init(l->weight, qm.weight_q[static_cast<size_t>(l->id)]);
     Tensor alpha = f.to_f32(n);
-    check(alpha.shape() == r.alpha.shape(), "checkpoint '", path, "': ", n, " has shape ", alpha.shape(),
-          ", expected ", r.alpha.shape());
+    check(alpha.shape() == r.alpha.shape(), "checkpoint '", path, "': ", n, " has shape ",
+          alpha.shape(), ", expected ", r.alpha.shape());
     r.alpha = alpha;
     qm.set_rounding(*l, std::move(r));
   }
@@ -75,10 +81,10 @@ inline CheckpointState load_checkpoint(QuantModel& qm, const std::string& path, 
 
 struct BrecqRunOptions {
   std::string checkpoint{};  ///< written after each unit, removed at the end ("" = none)
-  std::string key{};         ///< identifies the settings: a checkpoint from other settings is refused
+  std::string key{};  ///< identifies the settings: a checkpoint from other settings is refused
   UnitDoneCallback on_unit_done{};  ///< called after each unit, once its checkpoint is written
-  bool rounding_installed = false;  ///< the weight rounding is already learned (load_weight_rounding):
-                                    ///< skip the weight pass
+  bool rounding_installed = false;  ///< the weight rounding is already learned
+                                    ///< (load_weight_rounding): skip the weight pass
 };
 
 /// Runs BRECQ with granularity G.
@@ -90,9 +96,10 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
   BrecqReport rep;
   Reconstructor<G> rec(qm, calib, s);
   detail::CheckpointState st;
-  check(!(o.rounding_installed && rec.joint()),
-        "run_brecq: the qdrop recipe learns rounding and activation steps together; it cannot start "
-        "from installed rounding");
+  check(
+      !(o.rounding_installed && rec.joint()),
+      "run_brecq: the qdrop recipe learns rounding and activation steps together; it cannot start "
+      "from installed rounding");
   if (o.rounding_installed) st.weights_done = rec.units().size();
   if (!checkpoint.empty() && std::filesystem::exists(checkpoint)) {
     st = detail::load_checkpoint(qm, checkpoint, key);

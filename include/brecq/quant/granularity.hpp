@@ -32,7 +32,8 @@ struct BlockGranularity {
   static constexpr const char* name = "block";
   static std::vector<Unit> units(const nn::Model& m) {
     std::vector<Unit> out;
-    for (size_t b = 1; b < m.blocks.size(); ++b) out.push_back({m.blocks[b].name, b, b + 1, nullptr});
+    for (size_t b = 1; b < m.blocks.size(); ++b)
+      out.push_back({m.blocks[b].name, b, b + 1, nullptr});
     return out;
   }
 };

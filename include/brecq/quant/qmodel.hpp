@@ -20,6 +20,10 @@ struct QuantSettings {
   int w_bits = 4;
   int a_bits = 0;           ///< 0: weights only
   int first_last_bits = 8;  ///< first conv and last FC weights; first layer's activation
+  /// Bits of the model input's quantizer (per-tensor, min-max over the calibration images), so
+  /// that the image enters an integer runtime exactly as simulated; 0: FP input (the official
+  /// code). Only with activation quantization on.
+  int input_bits = 8;
   RangeInit w_init = RangeInit::lp_search;
   RangeInit a_init = RangeInit::lp_search;
   bool w_symmetric = false;
@@ -38,9 +42,11 @@ inline void for_each_bernoulli(Rng& rng, float p, int64_t n, F&& f) {
   parallel_for(0, (n + kBernoulliBlock - 1) / kBernoulliBlock, 16, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       Rng block(Rng(seed + static_cast<uint64_t>(b)).next_u64());
-      for (int64_t i = b * kBernoulliBlock, end = std::min(n, i + kBernoulliBlock); i < end; i += 4) {
+      for (int64_t i = b * kBernoulliBlock, end = std::min(n, i + kBernoulliBlock); i < end;
+           i += 4) {
         const uint64_t r = block.next_u64();
-        for (int64_t j = 0; j < 4 && i + j < end; ++j) f(i + j, (r >> (16 * j) & 0xFFFF) < threshold);
+        for (int64_t j = 0; j < 4 && i + j < end; ++j)
+          f(i + j, (r >> (16 * j) & 0xFFFF) < threshold);
       }
     }
   });
@@ -48,19 +54,21 @@ inline void for_each_bernoulli(Rng& rng, float p, int64_t n, F&& f) {
 
 inline void validate(const QuantSettings& s) {
   check(s.w_bits >= 2 && s.w_bits <= 8, "weight bits: expected 2..8, got ", s.w_bits);
-  check(s.a_bits == 0 || (s.a_bits >= 2 && s.a_bits <= 8), "activation bits: expected 0 (off) or 2..8, got ",
-        s.a_bits);
-  check(s.first_last_bits >= 2 && s.first_last_bits <= 8, "first/last layer bits: expected 2..8, got ",
-        s.first_last_bits);
+  check(s.a_bits == 0 || (s.a_bits >= 2 && s.a_bits <= 8),
+        "activation bits: expected 0 (off) or 2..8, got ", s.a_bits);
+  check(s.first_last_bits >= 2 && s.first_last_bits <= 8,
+        "first/last layer bits: expected 2..8, got ", s.first_last_bits);
+  check(s.input_bits == 0 || (s.input_bits >= 2 && s.input_bits <= 8),
+        "input bits: expected 0 (FP input) or 2..8, got ", s.input_bits);
 }
 
 class QuantModel {
  public:
-  nn::Model model;                                   ///< FP weights, BatchNorm folded
-  std::vector<UniformQuantizer> weight_q;            ///< by layer id
-  std::vector<std::optional<AdaRound>> rounding;     ///< by layer id, once learned (or learning)
-  std::vector<UniformQuantizer> act_q;               ///< by activation point
-  std::vector<bool> act_enabled;                     ///< by activation point
+  nn::Model model;                                ///< FP weights, BatchNorm folded
+  std::vector<UniformQuantizer> weight_q;         ///< by layer id
+  std::vector<std::optional<AdaRound>> rounding;  ///< by layer id, once learned (or learning)
+  std::vector<UniformQuantizer> act_q;            ///< by activation point
+  std::vector<bool> act_enabled;                  ///< by activation point
   QuantSettings settings;
 
   bool weight_quant = true;  ///< use quantized weights
@@ -69,7 +77,7 @@ class QuantModel {
   /// used to take Fisher gradients as the official code does).
   int quantized_until_layer = std::numeric_limits<int>::max();
   int quantized_until_point = std::numeric_limits<int>::max();
-  float qdrop = 0.0f;        ///< probability of keeping an activation in FP (training forward only)
+  float qdrop = 0.0f;  ///< probability of keeping an activation in FP (training forward only)
 
   /// Folds BatchNorm, sets bit-widths (first and last layer at first_last_bits) and initialises
   /// every weight quantizer's range.
@@ -85,18 +93,26 @@ class QuantModel {
     for (nn::Layer* l : layers) {
       const bool edge = l == layers.front() || l == layers.back();
       UniformQuantizer& q = weight_q[static_cast<size_t>(l->id)];
-      q.config = {.bits = edge ? s.first_last_bits : s.w_bits, .per_channel = true,
-                  .symmetric = s.w_symmetric, .init = s.w_init};
+      q.config = {.bits = edge ? s.first_last_bits : s.w_bits,
+                  .per_channel = true,
+                  .symmetric = s.w_symmetric,
+                  .init = s.w_init};
       if (!init_weight_ranges) continue;
       init_range(q, l->weight);
       hard_[static_cast<size_t>(l->id)] = nearest_weight(l->weight, q);
     }
     act_q.resize(static_cast<size_t>(model.num_points()));
     act_enabled.assign(static_cast<size_t>(model.num_points()), s.a_bits > 0);
-    for (UniformQuantizer& q : act_q) q.config = {.bits = s.a_bits > 0 ? s.a_bits : 8, .init = s.a_init};
+    for (UniformQuantizer& q : act_q)
+      q.config = {.bits = s.a_bits > 0 ? s.a_bits : 8, .init = s.a_init};
     // The stem's output stays at first_last_bits (official: first layer's activation 8-bit).
     if (model.blocks.front().out_point >= 0)
       act_q[static_cast<size_t>(model.blocks.front().out_point)].config.bits = s.first_last_bits;
+    if (model.input_point >= 0) {
+      const size_t in = static_cast<size_t>(model.input_point);
+      act_enabled[in] = s.a_bits > 0 && s.input_bits > 0;
+      act_q[in].config = {.bits = s.input_bits > 0 ? s.input_bits : 8, .init = RangeInit::minmax};
+    }
   }
 
   const nn::Layer& first_layer() const { return *model.layers().front(); }
@@ -110,7 +126,8 @@ class QuantModel {
 
   /// Starts learning AdaRound for a layer (alpha from the rounding remainder).
   void begin_rounding(const nn::Layer& l) {
-    rounding[static_cast<size_t>(l.id)] = AdaRound::init(l.weight, weight_q[static_cast<size_t>(l.id)]);
+    rounding[static_cast<size_t>(l.id)] =
+        AdaRound::init(l.weight, weight_q[static_cast<size_t>(l.id)]);
     learning.insert(l.id);
   }
   /// Hard rounding when learning is done.
@@ -135,7 +152,8 @@ class QuantModel {
     const int64_t per = w.numel() / q.channels();
     for (int64_t k = 0; k < w.numel(); ++k) {
       const int64_t c = k / per;
-      const float v = std::nearbyint(w.data<float>()[k] / q.scale.data<float>()[c]) + q.zero_point.data<float>()[c];
+      const float v = std::nearbyint(w.data<float>()[k] / q.scale.data<float>()[c]) +
+                      q.zero_point.data<float>()[c];
       out.data<uint8_t>()[k] = static_cast<uint8_t>(std::min(std::max(v, 0.0f), q.qmax()));
     }
     return out;
@@ -145,8 +163,8 @@ class QuantModel {
     const size_t i = static_cast<size_t>(l.id);
     const UniformQuantizer& q = weight_q[i];
     check(levels.shape() == l.weight.shape() && levels.dtype() == DType::u8, "layer ", l.name,
-          ": weight levels must be u8 ", l.weight.shape(), ", got ", dtype_name(levels.dtype()), " ",
-          levels.shape());
+          ": weight levels must be u8 ", l.weight.shape(), ", got ", dtype_name(levels.dtype()),
+          " ", levels.shape());
     Tensor w = Tensor::empty(levels.shape());
     const int64_t per = w.numel() / q.channels();
     for (int64_t k = 0; k < w.numel(); ++k) {
@@ -173,7 +191,9 @@ class QuantModel {
         return l.id <= quantized_until_layer ? quantized_weight(l) : l.weight;
       };
     if (act_quant)
-      h.activation = [this, training](int p, const Tensor& x) { return quantize_activation(p, x, training); };
+      h.activation = [this, training](int p, const Tensor& x) {
+        return quantize_activation(p, x, training);
+      };
     return h;
   }
 
@@ -195,7 +215,8 @@ class QuantModel {
     // QDrop: each element keeps its FP value with probability qdrop.
     Tensor keep = Tensor::empty(x.shape());
     float* pk = keep.data<float>();
-    for_each_bernoulli(drop_rng, qdrop, keep.numel(), [pk](int64_t i, bool fp) { pk[i] = fp ? 1.0f : 0.0f; });
+    for_each_bernoulli(drop_rng, qdrop, keep.numel(),
+                       [pk](int64_t i, bool fp) { pk[i] = fp ? 1.0f : 0.0f; });
     return where(keep, x, xq);
   }
 

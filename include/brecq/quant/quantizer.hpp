@@ -26,14 +26,14 @@ struct QuantizerConfig {
   bool per_channel = false;  ///< one scale per output channel (dim 0)
   bool symmetric = false;    ///< zero point fixed at the middle of the grid
   RangeInit init = RangeInit::lp_search;
-  float lp = 2.4f;           ///< exponent of the error the search minimises
-  int search_steps = 80;     ///< candidates: range * (1 - 0.01 i), i < steps
+  float lp = 2.4f;        ///< exponent of the error the search minimises
+  int search_steps = 80;  ///< candidates: range * (1 - 0.01 i), i < steps
 };
 
 inline void validate(const QuantizerConfig& c, const std::string& what) {
   check(c.bits >= 2 && c.bits <= 8, what, ": bit-width must be in [2, 8], got ", c.bits);
-  check(c.search_steps >= 1 && c.search_steps <= 100, what, ": search steps must be in [1, 100], got ",
-        c.search_steps);
+  check(c.search_steps >= 1 && c.search_steps <= 100, what,
+        ": search steps must be in [1, 100], got ", c.search_steps);
   check(c.lp > 0, what, ": L_p exponent must be > 0, got ", c.lp);
 }
 
@@ -91,7 +91,8 @@ inline void init_range(UniformQuantizer& q, const Tensor& x) {
   float* s = q.scale.data<float>();
   float* z = q.zero_point.data<float>();
   parallel_for(0, C, 1, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) std::tie(s[c], z[c]) = detail::search_range(p + c * per, per, q.config);
+    for (int64_t c = b; c < e; ++c)
+      std::tie(s[c], z[c]) = detail::search_range(p + c * per, per, q.config);
   });
 }
 
@@ -119,23 +120,25 @@ inline Tensor fake_quantize(const Tensor& x, const UniformQuantizer& q) {
   const float* ps = q.scale.data<float>();
   const float* pz = q.zero_point.data<float>();
   float* py = out.data<float>();
-  for (int64_t c = 0; c < C; ++c) kernels::fake_quant(px + c * per, per, ps[c], pz[c], qmax, py + c * per);
+  for (int64_t c = 0; c < C; ++c)
+    kernels::fake_quant(px + c * per, per, ps[c], pz[c], qmax, py + c * per);
   Tensor scale = q.scale, zp = q.zero_point;
-  autograd::record("fake_quantize", out, {&x, &scale}, [x, xc, scale, zp, qmax, per](const Tensor& g) {
-    Tensor gc = g.contiguous();
-    const float* pg = gc.data<float>();
-    const float* px = xc.data<float>();
-    const int64_t C = scale.numel();
-    Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
-    float* pdx = dx.defined() ? dx.data<float>() : nullptr;
-    Tensor dscale = Tensor::zeros(scale.shape());
-    for (int64_t c = 0; c < C; ++c)  // d/ds with the rounding straight-through
-      dscale.data<float>()[c] = static_cast<float>(kernels::fake_quant_backward(
-          px + c * per, pg + c * per, per, scale.data<float>()[c], zp.data<float>()[c], qmax,
-          pdx ? pdx + c * per : nullptr));
-    if (pdx) autograd::accumulate_grad(x, dx);
-    autograd::accumulate_grad(scale, dscale);
-  });
+  autograd::record("fake_quantize", out, {&x, &scale},
+                   [x, xc, scale, zp, qmax, per](const Tensor& g) {
+                     Tensor gc = g.contiguous();
+                     const float* pg = gc.data<float>();
+                     const float* px = xc.data<float>();
+                     const int64_t C = scale.numel();
+                     Tensor dx = x.requires_grad() ? Tensor::empty(x.shape()) : Tensor();
+                     float* pdx = dx.defined() ? dx.data<float>() : nullptr;
+                     Tensor dscale = Tensor::zeros(scale.shape());
+                     for (int64_t c = 0; c < C; ++c)  // d/ds with the rounding straight-through
+                       dscale.data<float>()[c] = static_cast<float>(kernels::fake_quant_backward(
+                           px + c * per, pg + c * per, per, scale.data<float>()[c],
+                           zp.data<float>()[c], qmax, pdx ? pdx + c * per : nullptr));
+                     if (pdx) autograd::accumulate_grad(x, dx);
+                     autograd::accumulate_grad(scale, dscale);
+                   });
   return out;
 }
 

@@ -43,13 +43,13 @@ struct ReconstructionSettings {
   int64_t batch = 32;
   int64_t iters_w = 20000;
   int64_t iters_a = 5000;
-  float lr_w = 1e-3f;        ///< Adam on AdaRound's alpha
-  float lr_a = 4e-4f;        ///< Adam on activation steps, cosine-decayed to 0
-  float lambda = 0.01f;      ///< rounding regulariser weight
-  float warmup = 0.2f;       ///< fraction of iterations without the regulariser
+  float lr_w = 1e-3f;    ///< Adam on AdaRound's alpha
+  float lr_a = 4e-4f;    ///< Adam on activation steps, cosine-decayed to 0
+  float lambda = 0.01f;  ///< rounding regulariser weight
+  float warmup = 0.2f;   ///< fraction of iterations without the regulariser
   float beta_start = 20.0f, beta_end = 2.0f;
-  float p_w = 2.0f;          ///< L_p exponent of the weight pass (MSE)
-  float p_a = 2.4f;          ///< L_p exponent of the activation pass
+  float p_w = 2.0f;  ///< L_p exponent of the weight pass (MSE)
+  float p_a = 2.4f;  ///< L_p exponent of the activation pass
   ReconLoss loss = ReconLoss::mse;
   Recipe recipe = Recipe::brecq;
   float qdrop = 0.0f;        ///< probability of keeping an activation in FP while learning
@@ -64,12 +64,13 @@ struct ReconstructionSettings {
 
 inline void validate(const ReconstructionSettings& s) {
   check(s.batch >= 1, "batch size: expected >= 1, got ", s.batch);
-  check(s.iters_w >= 0 && s.iters_a >= 0, "iterations: expected >= 0, got ", s.iters_w, " / ", s.iters_a);
+  check(s.iters_w >= 0 && s.iters_a >= 0, "iterations: expected >= 0, got ", s.iters_w, " / ",
+        s.iters_a);
   check(s.lambda >= 0, "lambda: expected >= 0, got ", s.lambda);
   check(s.warmup >= 0 && s.warmup < 1, "warmup: expected in [0, 1), got ", s.warmup);
   check(s.qdrop >= 0 && s.qdrop < 1, "qdrop: expected in [0, 1), got ", s.qdrop);
-  check(s.recipe == Recipe::brecq || s.qdrop > 0, "qdrop recipe: drop probability expected in (0, 1), got ",
-        s.qdrop);
+  check(s.recipe == Recipe::brecq || s.qdrop > 0,
+        "qdrop recipe: drop probability expected in (0, 1), got ", s.qdrop);
   check(s.act_init_images >= 1, "activation init images: expected >= 1, got ", s.act_init_images);
 }
 
@@ -96,16 +97,21 @@ inline Tensor gather_rows(const Tensor& all, const std::vector<int64_t>& idx) {
   const float* src = all.data<float>();
   float* dst = out.data<float>();
   for (size_t i = 0; i < idx.size(); ++i)
-    std::memcpy(dst + static_cast<int64_t>(i) * row, src + idx[i] * row, sizeof(float) * static_cast<size_t>(row));
+    std::memcpy(dst + static_cast<int64_t>(i) * row, src + idx[i] * row,
+                sizeof(float) * static_cast<size_t>(row));
   return out;
 }
 
 /// `k` distinct indices of [0, n) (a prefix of a random permutation, as torch.randperm(n)[:k]).
-inline std::vector<int64_t> sample_indices(Rng& rng, int64_t n, int64_t k, std::vector<int64_t>& perm) {
+inline std::vector<int64_t> sample_indices(Rng& rng, int64_t n, int64_t k,
+                                           std::vector<int64_t>& perm) {
   perm.resize(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
   k = std::min(k, n);
-  for (int64_t i = 0; i < k; ++i) std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(i + static_cast<int64_t>(rng.below(static_cast<uint64_t>(n - i))))]);
+  for (int64_t i = 0; i < k; ++i)
+    std::swap(perm[static_cast<size_t>(i)],
+              perm[static_cast<size_t>(
+                  i + static_cast<int64_t>(rng.below(static_cast<uint64_t>(n - i))))]);
   return std::vector<int64_t>(perm.begin(), perm.begin() + k);
 }
 
@@ -128,7 +134,8 @@ inline Tensor stack_batches(const std::vector<Tensor>& parts) {
 
 /// Reconstruction loss: mean over the batch and spatial positions of the channel sum of
 /// |pred - target|^p, or of (pred - target)^2 * w^2 with Fisher weights w (official fisher_diag).
-inline Tensor reconstruction_loss(const Tensor& pred, const Tensor& target, const Tensor& fisher, float p) {
+inline Tensor reconstruction_loss(const Tensor& pred, const Tensor& target, const Tensor& fisher,
+                                  float p) {
   return fisher.defined() ? lp_loss(pred, target, 2.0f, fisher) : lp_loss(pred, target, p);
 }
 
@@ -196,7 +203,8 @@ class Reconstructor {
     return out;
   }
   std::vector<int> unit_points(const Unit& u) const {
-    if (u.layer) return u.layer->act_point >= 0 ? std::vector<int>{u.layer->act_point} : std::vector<int>{};
+    if (u.layer)
+      return u.layer->act_point >= 0 ? std::vector<int>{u.layer->act_point} : std::vector<int>{};
     return qm_.points_in_blocks(u.first_block, u.last_block);
   }
 
@@ -206,7 +214,8 @@ class Reconstructor {
   }
 
   /// Runs the model on x up to the unit and returns (unit input, unit output).
-  std::pair<Tensor, Tensor> unit_io(const Unit& u, const Tensor& x, const nn::ForwardHooks& h) const {
+  std::pair<Tensor, Tensor> unit_io(const Unit& u, const Tensor& x,
+                                    const nn::ForwardHooks& h) const {
     if (!u.layer) {
       Tensor in = qm_.model.forward_blocks(x, 0, u.first_block, h);
       return {in, qm_.model.forward_blocks(in, u.first_block, u.last_block, h)};
@@ -261,7 +270,8 @@ class Reconstructor {
       const bool wq = qm_.weight_quant, aq = qm_.act_quant;
       qm_.weight_quant = qm_.act_quant = false;
       std::vector<Tensor> parts;
-      for (int64_t b = 0; b < N; b += chunk) parts.push_back(qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b))));
+      for (int64_t b = 0; b < N; b += chunk)
+        parts.push_back(qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b))));
       fp_logits_ = detail::stack_batches(parts);
       qm_.weight_quant = wq, qm_.act_quant = aq;
     }
@@ -333,7 +343,8 @@ class Reconstructor {
       qm_.learning = learning;
     }
     std::vector<Tensor> alphas;
-    for (const nn::Layer* l : layers) alphas.push_back(qm_.rounding[static_cast<size_t>(l->id)]->alpha);
+    for (const nn::Layer* l : layers)
+      alphas.push_back(qm_.rounding[static_cast<size_t>(l->id)]->alpha);
     Adam opt(alphas, {.lr = s_.lr_w});
     std::vector<Tensor> steps = joint_unit ? learnable_steps(u) : std::vector<Tensor>{};
     for (Tensor& st : steps) st.set_requires_grad(true);
@@ -342,7 +353,8 @@ class Reconstructor {
     Rng rng(s_.seed * 1000003ull + index);
     qm_.drop_rng = Rng(s_.seed * 7919ull + index);
     std::vector<int64_t> perm;
-    ProgressBar bar("[W " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " + u.name + "]",
+    ProgressBar bar("[W " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " +
+                        u.name + "]",
                     s_.iters_w, s_.progress);
     const bool wq = qm_.weight_quant, aq = qm_.act_quant;
     qm_.weight_quant = true, qm_.act_quant = joint_unit;
@@ -398,7 +410,8 @@ class Reconstructor {
   std::vector<Tensor> learnable_steps(const Unit& u) const {
     std::vector<Tensor> steps;
     for (int p : unit_points(u))
-      if (qm_.act_enabled[static_cast<size_t>(p)] && qm_.act_q[static_cast<size_t>(p)].initialized())
+      if (qm_.act_enabled[static_cast<size_t>(p)] &&
+          qm_.act_q[static_cast<size_t>(p)].initialized())
         steps.push_back(qm_.act_q[static_cast<size_t>(p)].scale);
     return steps;
   }
@@ -410,7 +423,8 @@ class Reconstructor {
     const float* q = quantized.data<float>();
     const float* f = fp.data<float>();
     float* o = out.data<float>();
-    for_each_bernoulli(qm_.drop_rng, s_.qdrop, out.numel(), [=](int64_t i, bool from_q) { o[i] = from_q ? q[i] : f[i]; });
+    for_each_bernoulli(qm_.drop_rng, s_.qdrop, out.numel(),
+                       [=](int64_t i, bool from_q) { o[i] = from_q ? q[i] : f[i]; });
     return out;
   }
 
@@ -427,7 +441,8 @@ class Reconstructor {
     qm_.drop_rng = Rng(s_.seed * 7919ull + index);
     qm_.qdrop = s_.qdrop;
     std::vector<int64_t> perm;
-    ProgressBar bar("[A " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " + u.name + "]",
+    ProgressBar bar("[A " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " +
+                        u.name + "]",
                     s_.iters_a, s_.progress);
     const bool wq = qm_.weight_quant, aq = qm_.act_quant;
     qm_.weight_quant = true, qm_.act_quant = true;

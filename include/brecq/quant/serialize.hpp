@@ -16,7 +16,8 @@ namespace brecq::quant {
 inline constexpr const char* kQuantizedFormat = "brecq-quantized-1";
 
 namespace detail {
-inline std::string act_name(int p) { return "act." + std::to_string(p); }
+/// Point 0 is the model input; the others keep the numbering of files written before it existed.
+inline std::string act_name(int p) { return p == 0 ? "act.input" : "act." + std::to_string(p - 1); }
 
 inline int64_t meta_int(const SafetensorsFile& f, const std::string& key) {
   auto it = f.metadata().find(key);
@@ -43,15 +44,15 @@ inline void read_weight_rounding(QuantModel& qm, const SafetensorsFile& f, bool 
   for (nn::Layer* l : qm.model.layers()) {
     UniformQuantizer& q = qm.weight_q[static_cast<size_t>(l->id)];
     const int bits = f.get(l->name + ".weight_bits").data<int32_t>()[0];
-    check(take_bits || bits == q.config.bits, "quantized model '", f.path(), "': layer ", l->name, " has ",
-          bits, "-bit weights, this run quantizes it to ", q.config.bits, " bits");
+    check(take_bits || bits == q.config.bits, "quantized model '", f.path(), "': layer ", l->name,
+          " has ", bits, "-bit weights, this run quantizes it to ", q.config.bits, " bits");
     q.config.bits = bits;
     validate(q.config, "layer " + l->name);
     q.scale = f.to_f32(l->name + ".weight_scale");
     q.zero_point = f.to_f32(l->name + ".weight_zero_point");
     check(q.scale.numel() == l->out_channels() && q.zero_point.numel() == l->out_channels(),
-          "quantized model '", f.path(), "': layer ", l->name, " needs ", l->out_channels(), " scales, got ",
-          q.scale.numel());
+          "quantized model '", f.path(), "': layer ", l->name, " needs ", l->out_channels(),
+          " scales, got ", q.scale.numel());
     qm.set_weight_levels(*l, f.get(l->name + ".weight_levels"));
   }
 }
@@ -73,23 +74,28 @@ inline std::vector<std::pair<std::string, Tensor>> quantized_tensors(const Quant
     if (!qm.act_enabled[p] || !q.initialized()) continue;
     t.emplace_back(detail::act_name(static_cast<int>(p)) + ".scale", q.scale);
     t.emplace_back(detail::act_name(static_cast<int>(p)) + ".zero_point", q.zero_point);
-    t.emplace_back(detail::act_name(static_cast<int>(p)) + ".bits", Tensor::from_data<int32_t>(Shape{1}, &q.config.bits));
+    t.emplace_back(detail::act_name(static_cast<int>(p)) + ".bits",
+                   Tensor::from_data<int32_t>(Shape{1}, &q.config.bits));
   }
   return t;
 }
 
 /// Writes the quantized model; `options` are those the architecture was built with.
-inline void save_quantized(const QuantModel& qm, const nn::ModelOptions& options, const std::string& path,
+inline void save_quantized(const QuantModel& qm, const nn::ModelOptions& options,
+                           const std::string& path,
                            std::map<std::string, std::string> metadata = {}) {
   metadata["format"] = kQuantizedFormat;
   metadata["arch"] = qm.model.arch;
   metadata["num_classes"] = std::to_string(qm.model.num_classes);
   metadata["in_channels"] = std::to_string(qm.model.in_channels);
-  metadata["width_mult_x1000"] = std::to_string(static_cast<int64_t>(options.width_mult * 1000 + 0.5));
+  metadata["width_mult_x1000"] =
+      std::to_string(static_cast<int64_t>(options.width_mult * 1000 + 0.5));
   metadata["small_input_stem"] = options.small_input_stem ? "1" : "0";
+  metadata["base_width"] = std::to_string(options.base_width);
   metadata["w_bits"] = std::to_string(qm.settings.w_bits);
   metadata["a_bits"] = std::to_string(qm.settings.a_bits);
   metadata["first_last_bits"] = std::to_string(qm.settings.first_last_bits);
+  metadata["input_bits"] = std::to_string(qm.settings.input_bits);
   save_safetensors(path, quantized_tensors(qm), {.metadata = metadata});
 }
 
@@ -99,8 +105,9 @@ inline void save_quantized(const QuantModel& qm, const nn::ModelOptions& options
 inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
   const SafetensorsFile f = detail::open_quantized(path);
   auto arch = f.metadata().find("arch");
-  check(arch != f.metadata().end() && arch->second == qm.model.arch, "quantized model '", path, "': holds a ",
-        arch == f.metadata().end() ? std::string("(no arch)") : arch->second, ", expected ", qm.model.arch);
+  check(arch != f.metadata().end() && arch->second == qm.model.arch, "quantized model '", path,
+        "': holds a ", arch == f.metadata().end() ? std::string("(no arch)") : arch->second,
+        ", expected ", qm.model.arch);
   for (const nn::Layer* l : qm.model.layers()) {
     // The folded biases identify the FP weights the rounding was learned on.
     const std::string b = l->name + ".bias";
@@ -108,8 +115,8 @@ inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
           l->bias.defined() ? " lacks its bias" : " has a bias the model lacks");
     if (!l->bias.defined()) continue;
     const Tensor fb = f.to_f32(b);
-    check(fb.shape() == l->bias.shape(), "quantized model '", path, "': ", b, " has shape ", fb.shape(),
-          ", expected ", l->bias.shape());
+    check(fb.shape() == l->bias.shape(), "quantized model '", path, "': ", b, " has shape ",
+          fb.shape(), ", expected ", l->bias.shape());
     float diff = 0.0f;
     for (int64_t i = 0; i < fb.numel(); ++i)
       diff = std::max(diff, std::abs(fb.data<float>()[i] - l->bias.data<float>()[i]));
@@ -124,20 +131,28 @@ inline QuantModel load_quantized(const std::string& path) {
   const SafetensorsFile f = detail::open_quantized(path);
   auto arch = f.metadata().find("arch");
   check(arch != f.metadata().end(), "quantized model '", path, "': metadata lacks 'arch'");
-  nn::ModelOptions o{.num_classes = detail::meta_int(f, "num_classes"),
-                     .in_channels = detail::meta_int(f, "in_channels"),
-                     .width_mult = static_cast<double>(detail::meta_int(f, "width_mult_x1000")) / 1000.0,
-                     .small_input_stem = detail::meta_int(f, "small_input_stem") != 0};
+  nn::ModelOptions o{
+      .num_classes = detail::meta_int(f, "num_classes"),
+      .in_channels = detail::meta_int(f, "in_channels"),
+      .width_mult = static_cast<double>(detail::meta_int(f, "width_mult_x1000")) / 1000.0,
+      .small_input_stem = detail::meta_int(f, "small_input_stem") != 0,
+      .base_width = f.metadata().count("base_width") ? detail::meta_int(f, "base_width") : 64};
   nn::Model m = nn::make_model(arch->second, o);
   for (nn::Layer* l : m.layers()) {
     l->bn.reset();
     const std::string b = l->name + ".bias";
-    if (f.contains(b)) l->bias = f.to_f32(b);
-    else l->bias = Tensor();
+    if (f.contains(b))
+      l->bias = f.to_f32(b);
+    else
+      l->bias = Tensor();
   }
   QuantSettings s{.w_bits = static_cast<int>(detail::meta_int(f, "w_bits")),
                   .a_bits = static_cast<int>(detail::meta_int(f, "a_bits")),
-                  .first_last_bits = static_cast<int>(detail::meta_int(f, "first_last_bits"))};
+                  .first_last_bits = static_cast<int>(detail::meta_int(f, "first_last_bits")),
+                  // files from before the input quantizer have an FP input
+                  .input_bits = f.metadata().count("input_bits")
+                                    ? static_cast<int>(detail::meta_int(f, "input_bits"))
+                                    : 0};
   QuantModel qm(std::move(m), s, /*init_weight_ranges=*/false);
   detail::read_weight_rounding(qm, f, /*take_bits=*/true);
   for (nn::Layer* l : qm.model.layers()) l->weight = qm.quantized_weight(*l);

@@ -18,7 +18,7 @@ namespace detail {
 /// and zero-filling those pages took a fifth of a ResNet-20 block iteration in the kernel.
 class BufferCache {
  public:
-  static constexpr std::size_t kMinBytes = std::size_t{64} << 10;   ///< smaller: plain malloc
+  static constexpr std::size_t kMinBytes = std::size_t{64} << 10;    ///< smaller: plain malloc
   static constexpr std::size_t kMaxCached = std::size_t{512} << 20;  ///< bytes kept at most
 
   /// Never destroyed, so that tensors freed during static destruction still find it.

@@ -68,7 +68,8 @@ class Tensor {
   // ---- construction -------------------------------------------------------------------------
   static Tensor empty(Shape shape, DType dtype = DType::f32) {
     auto impl = std::make_shared<TensorImpl>();
-    impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype));
+    impl->storage =
+        std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype));
     impl->strides = shape.contiguous_strides();
     impl->shape = std::move(shape);
     impl->dtype = dtype;
@@ -170,14 +171,16 @@ class Tensor {
 
   // ---- copies and views (no autograd: see ops/shape.hpp for differentiable versions) ---------
   void fill(float value) {
-    check(is_contiguous(), "Tensor::fill: needs a contiguous tensor, got strides of shape ", shape());
+    check(is_contiguous(), "Tensor::fill: needs a contiguous tensor, got strides of shape ",
+          shape());
     float* p = data<float>();
     for (int64_t i = 0; i < numel(); ++i) p[i] = value;
   }
   /// Element-wise copy from a tensor of the same shape and dtype (any strides).
   void copy_from(const Tensor& src) {
     check(src.shape() == shape() && src.dtype() == dtype(), "Tensor::copy_from: destination ",
-          shape(), " ", dtype_name(dtype()), ", source ", src.shape(), " ", dtype_name(src.dtype()));
+          shape(), " ", dtype_name(dtype()), ", source ", src.shape(), " ",
+          dtype_name(src.dtype()));
     if (is_contiguous() && src.is_contiguous()) {
       std::memmove(raw_data(), src.raw_data(), nbytes());
       return;

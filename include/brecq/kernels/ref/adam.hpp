@@ -16,8 +16,10 @@ struct AdamStep {
 
 namespace brecq::kernels::ref {
 
-/// d = g + wd w; m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; w -= step m / (sqrt(v) / bc2 + eps).
-inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamStep& s) {
+/// d = g + wd w; m = b1 m + (1 - b1) d; v = b2 v + (1 - b2) d^2; w -= step m / (sqrt(v) / bc2 +
+/// eps).
+inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n,
+                        const AdamStep& s) {
   for (int64_t i = 0; i < n; ++i) {
     const float d = g[i] + s.weight_decay * w[i];
     m[i] = s.beta1 * m[i] + (1 - s.beta1) * d;

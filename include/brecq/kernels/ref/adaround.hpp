@@ -25,8 +25,8 @@ inline void adaround_h(float alpha, float& h, float& dh) {
 /// w_i = s_c (clamp(f_i + h(alpha_i) + z_c, 0, qmax) - z_c) with c = i / per_channel, and, when
 /// dw is not null, dw_i = dw_i / dalpha_i.
 inline void adaround_soft_weight(const float* alpha, const float* floor_q, const float* scale,
-                                 const float* zero_point, int64_t n, int64_t per_channel, float qmax,
-                                 float* w, float* dw) {
+                                 const float* zero_point, int64_t n, int64_t per_channel,
+                                 float qmax, float* w, float* dw) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t c = i / per_channel;
     float h, dh;

@@ -25,8 +25,9 @@ inline void conv2d_forward(const Conv2dGeometry& g, const float* x, const float*
               for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
                 const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
                 if (iw < 0 || iw >= g.in_w) continue;
-                acc += static_cast<double>(x[((n * g.in_channels + ci) * g.in_h + ih) * g.in_w + iw]) *
-                       w[((co * cig + c) * g.kernel_h + kh) * g.kernel_w + kw];
+                acc +=
+                    static_cast<double>(x[((n * g.in_channels + ci) * g.in_h + ih) * g.in_w + iw]) *
+                    w[((co * cig + c) * g.kernel_h + kh) * g.kernel_w + kw];
               }
             }
           }
@@ -39,7 +40,8 @@ inline void conv2d_forward(const Conv2dGeometry& g, const float* x, const float*
 inline void conv2d_backward_input(const Conv2dGeometry& g, const float* dy, const float* w,
                                   float* dx) {
   const int64_t OH = g.out_h(), OW = g.out_w(), cig = g.in_per_group(), cog = g.out_per_group();
-  std::memset(dx, 0, sizeof(float) * static_cast<size_t>(g.batch * g.in_channels * g.in_h * g.in_w));
+  std::memset(dx, 0,
+              sizeof(float) * static_cast<size_t>(g.batch * g.in_channels * g.in_h * g.in_w));
   for (int64_t n = 0; n < g.batch; ++n)
     for (int64_t co = 0; co < g.out_channels; ++co) {
       const int64_t grp = co / cog;

@@ -16,7 +16,8 @@ inline double lp_distance(const float* a, const float* b, const float* w, int64_
     acc += w2 * std::pow(d, static_cast<double>(p));
     if (grad) {
       const float df = a[i] - b[i];
-      grad[i] = df == 0.0f ? 0.0f : w2 * p * std::pow(std::fabs(df), p - 1.0f) * (df > 0 ? 1.0f : -1.0f);
+      grad[i] =
+          df == 0.0f ? 0.0f : w2 * p * std::pow(std::fabs(df), p - 1.0f) * (df > 0 ? 1.0f : -1.0f);
     }
   }
   return acc;

@@ -1,16 +1,16 @@
 #pragma once
 // xsimd version of kernels/ref/adam.hpp, split over threads (a plain loop stays scalar: the
 // errno branch of std::sqrt keeps the compiler from vectorising it).
-#include <xsimd/xsimd.hpp>
-
 #include <cstdint>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/ref/adam.hpp"
 #include "brecq/tensor/parallel.hpp"
 
 namespace brecq::kernels::simd {
 
-inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n, const AdamStep& s) {
+inline void adam_update(float* w, const float* g, float* m, float* v, int64_t n,
+                        const AdamStep& s) {
   using B = xsimd::batch<float>;
   constexpr int64_t L = B::size;
   parallel_for(0, n, 1 << 14, [=](int64_t begin, int64_t end) {

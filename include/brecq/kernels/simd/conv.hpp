@@ -1,8 +1,8 @@
 #pragma once
 // SIMD 2-D convolution with the contracts of ref::conv2d_*: NCHW input, (C_out, C_in/groups, KH,
 // KW) weights. 3x3 stride-1 layers go to simd/winograd.hpp (all three passes: the input gradient
-// is a stride-1 forward), depthwise ones to simd/depthwise.hpp; every other layer is one GEMM per image
-// and group over the im2col matrix col [K][P] (K = cig * KH * KW, P = OH * OW):
+// is a stride-1 forward), depthwise ones to simd/depthwise.hpp; every other layer is one GEMM per
+// image and group over the im2col matrix col [K][P] (K = cig * KH * KW, P = OH * OW):
 //   forward          y_g  [cog][P]  = w_g [cog][K] * col [K][P]
 //   input gradient   dcol [K][P]    = w_g^T [K][cog] * dy_g [cog][P], then dx_g = col2im(dcol);
 //                    with stride 1, instead the forward of dy with flipped, transposed weights

@@ -1,10 +1,9 @@
 #pragma once
 // xsimd versions of kernels/ref/fake_quant.hpp, split over threads. The scale gradient sums
 // float lanes over blocks of kBlock values, then the blocks in double.
-#include <xsimd/xsimd.hpp>
-
 #include <cstdint>
 #include <vector>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/ref/fake_quant.hpp"
 #include "brecq/tensor/parallel.hpp"
@@ -22,7 +21,8 @@ inline void fake_quant(const float* x, int64_t n, float s, float zp, float qmax,
     const B vs(s), vz(zp), top(qmax), zero(0.0f);
     int64_t i = begin;
     for (; i + L <= end; i += L) {
-      const B q = xsimd::min(xsimd::max(xsimd::nearbyint(B::load_unaligned(x + i) / vs) + vz, zero), top);
+      const B q =
+          xsimd::min(xsimd::max(xsimd::nearbyint(B::load_unaligned(x + i) / vs) + vz, zero), top);
       ((q - vz) * vs).store_unaligned(y + i);
     }
     ref::fake_quant(x + i, end - i, s, zp, qmax, y + i);
@@ -45,7 +45,8 @@ inline double fake_quant_backward(const float* x, const float* g, int64_t n, flo
         const auto inside = (q >= zero) & (q <= top);
         const B gv = B::load_unaligned(g + i);
         if (dx) xsimd::select(inside, gv, zero).store_unaligned(dx + i);
-        acc = xsimd::fma(gv, xsimd::select(inside, r - v, xsimd::min(xsimd::max(q, zero), top) - vz), acc);
+        acc = xsimd::fma(
+            gv, xsimd::select(inside, r - v, xsimd::min(xsimd::max(q, zero), top) - vz), acc);
       }
       ds += xsimd::hadd(acc);
     }

@@ -32,14 +32,13 @@ inline constexpr int kVec = static_cast<int>(Vec::size);
 /// SIMD registers of the target: 32 with AVX-512 and AArch64 NEON, 16 with AVX2/SSE. The register
 /// tiles are sized to fit (accumulators + operand vectors + a broadcast), as a spilled accumulator
 /// halves the FMA rate (measured on Zen 3: an 8 x 16 AVX2 tile ran at 50 % of peak).
-inline constexpr int kVecRegisters =
-    std::is_base_of_v<xsimd::avx512f, xsimd::default_arch> ||
-            std::is_base_of_v<xsimd::neon64, xsimd::default_arch>
-        ? 32
-        : 16;
+inline constexpr int kVecRegisters = std::is_base_of_v<xsimd::avx512f, xsimd::default_arch> ||
+                                             std::is_base_of_v<xsimd::neon64, xsimd::default_arch>
+                                         ? 32
+                                         : 16;
 inline constexpr int kMR = kVecRegisters >= 32 ? 8 : 6;  // rows of C per register tile
-inline constexpr int kNV = 2;                           // SIMD vectors per register-tile row
-inline constexpr int kNR = kNV * kVec;  // columns of C per register tile
+inline constexpr int kNV = 2;                            // SIMD vectors per register-tile row
+inline constexpr int kNR = kNV * kVec;                   // columns of C per register tile
 inline constexpr int64_t kKC = 256;   // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
 inline constexpr int64_t kMC = 192;   // rows of a packed A block (kMC x kKC in L2)
 inline constexpr int64_t kNC = 1024;  // columns of a packed B block (kKC x kNC, 1 MiB, in L3)
@@ -318,15 +317,15 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
     const float* panel = pb + j / kNR * pb_stride;
     float* ct = c + i * ldc + j;
     if (!a_in_place) {
-      kTiles<false, false>[m - 1][nv - 1](kc, pa + t * kc * kMR, nullptr, panel, nullptr, ct,
-                                          ldc, alpha, beta, n);
+      kTiles<false, false>[m - 1][nv - 1](kc, pa + t * kc * kMR, nullptr, panel, nullptr, ct, ldc,
+                                          alpha, beta, n);
       return;
     }
     const float* rows[kMR] = {};
     for (int64_t r = 0; r < m; ++r) rows[r] = a_src.row(i0 + i + r) + k0;
     if (b_in_place(j)) {
-      kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc,
-                                        alpha, beta, n);
+      kTiles<true, true>[m - 1][nv - 1](kc, nullptr, rows, b_rows + j0 + j, b_offs, ct, ldc, alpha,
+                                        beta, n);
     } else {
       kTiles<true, false>[m - 1][nv - 1](kc, nullptr, rows, panel, nullptr, ct, ldc, alpha, beta,
                                          n);
@@ -389,9 +388,9 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
         }
         if constexpr (prepacked) {  // panels of columns n0 + jc.., rows k0 + pc..
           macro_kernel(mc, nc, kc, a_src, pa, m0 + ic,
-                       pack_b.panels + ((n0 + jc) / kNR * pack_b.K + k0 + pc) * kNR,
-                       pack_b.K * kNR, &pack_b, nullptr, nullptr, k0 + pc, n0 + jc,
-                       c + ic * ldc + jc, ldc, alpha, beta_pc);
+                       pack_b.panels + ((n0 + jc) / kNR * pack_b.K + k0 + pc) * kNR, pack_b.K * kNR,
+                       &pack_b, nullptr, nullptr, k0 + pc, n0 + jc, c + ic * ldc + jc, ldc, alpha,
+                       beta_pc);
         } else {
           // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
           // (or read in place through b_offs); whole and row by row first for a few rows of C,
@@ -422,7 +421,7 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
 // accumulators horizontally once per kKCDot slice.
 inline constexpr int kDM = kVecRegisters >= 32 ? 4 : 3;  // rows of A per dot tile
 inline constexpr int kDN = kVecRegisters >= 32 ? 6 : 4;  // rows of B (columns of C) per dot tile
-inline constexpr int64_t kKCDot = 2048;  // K slice between horizontal reductions
+inline constexpr int64_t kKCDot = 2048;                  // K slice between horizontal reductions
 
 /// Loads n < kVec floats from p, zero-filling the rest of the vector.
 inline Vec load_partial(const float* p, int64_t n) {

@@ -1,11 +1,10 @@
 #pragma once
 // xsimd versions of kernels/ref/lp.hpp: |d|^p as exp2(p log2 |d|), split over threads. With the
 // gradient, one pass: p |d|^(p-1) sign(d) = p |d|^p / d, so each element costs one exp2/log2.
-#include <xsimd/xsimd.hpp>
-
 #include <cmath>
 #include <cstdint>
 #include <vector>
+#include <xsimd/xsimd.hpp>
 
 #include "brecq/kernels/ref/lp.hpp"
 #include "brecq/tensor/parallel.hpp"
@@ -21,7 +20,8 @@ inline FloatBatch abs_pow(FloatBatch d, float e) {
   const FloatBatch a = xsimd::abs(d);
   if (e == 1.0f) return a;
   if (e == 2.0f) return a * a;
-  return xsimd::select(a == FloatBatch(0.0f), FloatBatch(0.0f), xsimd::exp2(FloatBatch(e) * xsimd::log2(a)));
+  return xsimd::select(a == FloatBatch(0.0f), FloatBatch(0.0f),
+                       xsimd::exp2(FloatBatch(e) * xsimd::log2(a)));
 }
 }  // namespace detail
 
