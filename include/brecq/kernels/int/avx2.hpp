@@ -108,12 +108,14 @@ __attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* rows,
                                                      int nc, const Row* info, const Epilogue& ep) {
   constexpr int MR = 4;
   __m256i acc[MR][2];
+#pragma GCC unroll 4
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi16(16),
                 nibble = _mm256_set1_epi8(0x0F);
   for (int64_t k = 0; k < k4n; ++k) {
     const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + k * 64));
     const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + k * 64 + 32));
+#pragma GCC unroll 4
     for (int r = 0; r < MR; ++r) {
       int32_t x;
       std::memcpy(&x, rows[r] + 4 * k, 4);
@@ -135,9 +137,17 @@ __attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* rows,
       }
     }
   }
+  // Stored first: a run-time row index into acc would keep the accumulators in memory.
+  alignas(32) int32_t out[MR][16];
+#pragma GCC unroll 4
+  for (int r = 0; r < MR; ++r) {
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out[r]), acc[r][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(out[r] + 8), acc[r][1]);
+  }
   for (int r = 0; r < nrows; ++r)
-    for (int v = 0; v < 2; ++v)
-      if (8 * v < nc) epilogue8(acc[r][v], ep, info[r], c0 + 8 * v, std::min(8, nc - 8 * v));
+    for (int v = 0; v < 2 && 8 * v < nc; ++v)
+      epilogue8(_mm256_load_si256(reinterpret_cast<const __m256i*>(out[r] + 8 * v)), ep, info[r],
+                c0 + 8 * v, std::min(8, nc - 8 * v));
 }
 
 /// Depthwise 3x3 over pixels [p0, p1): vpmaddwd of (x - zx) in 32-bit lanes against (wq - zw)

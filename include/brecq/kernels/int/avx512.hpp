@@ -80,26 +80,35 @@ template <int MR, int NV>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void tile(
     const uint8_t* const* rows, int nrows, const int8_t* B, int64_t k4n, int64_t c0, int nc,
     const Row* info, const Epilogue& ep) {
+  // Accumulators stay in registers only if every index is a compile-time constant: the loops
+  // over MR and NV are unrolled and the epilogue reads a stored copy.
   __m512i acc[MR][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
-  const uint8_t* rp[MR];
-  for (int r = 0; r < MR; ++r) rp[r] = rows[r];
   for (int64_t k = 0; k < k4n; ++k) {
     __m512i b[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = _mm512_load_si512(B + k * 256 + 64 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < MR; ++r) {
       int32_t x;
-      std::memcpy(&x, rp[r] + 4 * k, 4);
+      std::memcpy(&x, rows[r] + 4 * k, 4);
       const __m512i a = _mm512_set1_epi32(x);
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, b[v]);
     }
   }
-  for (int r = 0; r < MR; ++r) {
-    if (r >= nrows) break;
-    for (int v = 0; v < NV; ++v)
-      if (16 * v < nc) epilogue16(acc[r][v], ep, info[r], c0 + 16 * v, lane_mask(nc - 16 * v));
-  }
+  alignas(64) int32_t out[MR][NV * 16];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm512_store_si512(out[r] + 16 * v, acc[r][v]);
+  for (int r = 0; r < nrows; ++r)
+    for (int v = 0; v < NV && 16 * v < nc; ++v)
+      epilogue16(_mm512_load_si512(out[r] + 16 * v), ep, info[r], c0 + 16 * v,
+                 lane_mask(nc - 16 * v));
 }
 
 inline int rows_for(int64_t cout_g) {
