@@ -9,6 +9,9 @@
 //     2^bits - 1) (rounding half to even), x^ = (q - zero_point) * scale.
 //   - A layer's weight is quantized per output channel o: w^ = (level - zero_point[o]) * scale[o],
 //     level in [0, 2^weight_bits - 1]. Levels are stored packed: see storage_bits / packed_level.
+//   - Zero points are integers. The integer runtime needs them on the grid [0, 2^bits - 1]
+//     (validate_integer); the simulation allows others (a weight channel whose values do not
+//     straddle 0 gets one from the range search), so validate only bounds them by 2^20.
 //   - A layer computes linear part (+ bias), then its activation, then its point (if any).
 //   - A block: optional global average pool, its layers in order, the residual add (shortcut),
 //     out_activation, optional max pool, then out_point (if any). The head's last layer gives
@@ -16,8 +19,10 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -137,7 +142,7 @@ struct Layer {
   /// [out, in / groups, kh, kw]; linear [out, in]), see packed_level.
   std::vector<uint8_t> weight_levels{};
   std::vector<float> weight_scale{};         ///< [out_channels], > 0
-  std::vector<int32_t> weight_zero_point{};  ///< [out_channels], in [0, 2^weight_bits - 1]
+  std::vector<int32_t> weight_zero_point{};  ///< [out_channels], see the conventions above
   std::vector<float> bias{};                 ///< [out_channels], or empty: no bias
 
   /// Weights feeding one output channel: in / groups * kh * kw.
@@ -155,6 +160,7 @@ struct MaxPool {
 struct Block {
   std::string name;  ///< e.g. "layer2.0", "features.3"
   BlockKind kind = BlockKind::basic;
+  int stage = 0;  ///< group of blocks between downsamplings (stem 0), as nn::Block::stage
   bool global_pool_before = false;  ///< [N,C,H,W] -> [N,C] (mean) before the layers
   std::vector<Layer> layers{};      ///< main path, in order
   ShortcutKind shortcut = ShortcutKind::none;
@@ -289,6 +295,9 @@ inline std::vector<ActShape> block_output_shapes(const Graph& g, int64_t h, int6
 
 // ---- validation -------------------------------------------------------------------------------
 
+/// Bound on zero points in a graph (exact as float, far beyond any grid).
+inline constexpr int32_t kMaxZeroPoint = 1 << 20;
+
 namespace detail {
 inline bool finite_positive(float v) { return std::isfinite(v) && v > 0.0f; }
 
@@ -335,9 +344,9 @@ inline void validate_layer(const Graph& g, const Layer& l, const std::string& wh
   for (size_t o = 0; o < oc; ++o) {
     check(finite_positive(l.weight_scale[o]), what, ": ", who, " weight scale ", o, " is ",
           l.weight_scale[o], " (expected finite and > 0)");
-    check(l.weight_zero_point[o] >= 0 && l.weight_zero_point[o] <= l.weight_qmax(), what, ": ", who,
-          " weight zero point ", o, " is ", l.weight_zero_point[o], " (expected 0..",
-          l.weight_qmax(), " for ", l.weight_bits, " bits)");
+    check(std::abs(l.weight_zero_point[o]) <= kMaxZeroPoint, what, ": ", who, " weight zero point ",
+          o, " is ", l.weight_zero_point[o], " (expected an integer within ±", kMaxZeroPoint,
+          "; 0..", l.weight_qmax(), " for ", l.weight_bits, " bits to run on integers)");
   }
   for (size_t o = 0; o < l.bias.size(); ++o)
     check(std::isfinite(l.bias[o]), what, ": ", who, " bias ", o, " is ", l.bias[o]);
@@ -384,8 +393,9 @@ inline void validate(const Graph& g, const std::string& what) {
           " bits (expected 2..8)");
     check(detail::finite_positive(pt.scale), what, ": point ", p, " has scale ", pt.scale,
           " (expected finite and > 0)");
-    check(pt.zero_point >= 0 && pt.zero_point <= pt.qmax(), what, ": point ", p, " has zero point ",
-          pt.zero_point, " (expected 0..", pt.qmax(), " for ", pt.bits, " bits)");
+    check(std::abs(pt.zero_point) <= kMaxZeroPoint, what, ": point ", p, " has zero point ",
+          pt.zero_point, " (expected an integer within ±", kMaxZeroPoint, "; 0..", pt.qmax(),
+          " for ", pt.bits, " bits to run on integers)");
   }
   detail::validate_point_ref(g, g.input_point, what, "the input");
 
@@ -393,6 +403,9 @@ inline void validate(const Graph& g, const std::string& what) {
         " blocks");
   check(g.blocks.back().kind == BlockKind::head, what, ": the last block ", g.blocks.back().name,
         " is a ", block_kind_name(g.blocks.back().kind), " block, expected the head");
+  std::set<std::string> layer_names;
+  for (const Layer* l : g.layers())
+    check(layer_names.insert(l->name).second, what, ": two layers are named '", l->name, "'");
   std::vector<int> uses(g.points.size(), 0);
   auto use = [&](int p) {
     if (p >= 0) ++uses[static_cast<size_t>(p)];
@@ -458,6 +471,21 @@ inline void validate_integer(const Graph& g, const std::string& what) {
       need(b.layers[i].act_point, "the output of layer " + b.layers[i].name);
     if (bi + 1 < g.blocks.size()) need(b.out_point, "the output of block " + b.name);
   }
+  for (size_t p = 0; p < g.points.size(); ++p) {
+    const Point& pt = g.points[p];
+    check(!pt.enabled || (pt.zero_point >= 0 && pt.zero_point <= pt.qmax()), what, ": point ", p,
+          " has zero point ", pt.zero_point, " off its ", pt.bits, "-bit grid 0..", pt.qmax(),
+          "; the integer runtime needs zero points on the grid");
+  }
+  for (const Layer* l : g.layers())
+    for (size_t o = 0; o < l->weight_zero_point.size(); ++o) {
+      const int32_t z = l->weight_zero_point[o];
+      check(z >= 0 && z <= l->weight_qmax(), what, ": layer ", l->name, " output channel ", o,
+            " has weight zero point ", z, " off its ", l->weight_bits, "-bit grid 0..",
+            l->weight_qmax(),
+            " (the channel's weight range does not contain 0); the integer runtime needs zero "
+            "points on the grid");
+    }
   const Block& head = g.blocks.back();
   check(head.out_point == -1 && head.layers.back().act_point == -1 &&
             head.layers.back().kind == LayerKind::linear,
