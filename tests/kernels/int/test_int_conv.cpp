@@ -41,7 +41,7 @@ struct Layer {
 };
 
 Layer random_layer(const q::ConvGeometry& g, int w_bits, int a_bits, uint32_t seed,
-                   bool extreme = false) {
+                   bool extreme = false, bool off_grid = false) {
   std::mt19937 gen(seed);
   Layer l;
   l.g = g;
@@ -53,6 +53,9 @@ Layer random_layer(const q::ConvGeometry& g, int w_bits, int a_bits, uint32_t se
   for (auto& v : l.levels) v = extreme ? (gen() % 2 ? 0 : wq) : lv(gen);
   l.zw.resize(static_cast<size_t>(g.out_channels));
   for (auto& z : l.zw) z = extreme ? (gen() % 2 ? 0 : wq) : zd(gen);
+  if (off_grid)  // channels whose range does not contain 0: zero points beyond the grid
+    for (size_t o = 0; o < l.zw.size(); o += 2)
+      l.zw[o] = o % 4 == 0 ? -3 - static_cast<int32_t>(o) : wq + 5;
   l.bias.resize(l.zw.size());
   for (auto& b : l.bias) b = bd(gen);
   l.packed = pack_dense(l.levels, w_bits);
@@ -103,7 +106,8 @@ struct Case {
   q::ResidualKind residual = q::ResidualKind::none;
   int64_t option_a_stride = 1, option_a_pad = 0;
   bool s32_out = false;
-  bool extreme = false;  ///< levels and zero points at the ends of the grid
+  bool extreme = false;   ///< levels and zero points at the ends of the grid
+  bool off_grid = false;  ///< weight zero points off the grid
 };
 
 /// Runs c with the packed layer on every thread count; returns the output bytes (u8 or s32).
@@ -155,7 +159,7 @@ void check_case(const Case& c, uint32_t seed) {
   CAPTURE(c.w_bits);
   CAPTURE(c.a_bits);
   CAPTURE(static_cast<int>(c.residual));
-  const Layer l = random_layer(c.g, c.w_bits, c.a_bits, seed, c.extreme);
+  const Layer l = random_layer(c.g, c.w_bits, c.a_bits, seed, c.extreme, c.off_grid);
   const std::vector<uint8_t> x =
       random_levels(c.batch * c.h * c.w * c.g.in_channels, c.a_bits, seed + 1, c.extreme);
   const RequantStore rq =
@@ -205,6 +209,15 @@ TEST_CASE("qint conv: SIMD equals ref over kernels, strides, widths and odd shap
   // many pixels: several chunks per thread, a partial last chunk
   check_case({.g = geo(32, 48, 3, 1, 1), .batch = 3, .h = 17, .w = 15, .w_bits = 4}, seed++);
   check_case({.g = geo(64, 256, 1, 1, 0), .batch = 2, .h = 14, .w = 15, .w_bits = 2}, seed++);
+}
+
+TEST_CASE("qint conv: weight zero points off the grid") {
+  uint32_t seed = 400;
+  for (int wb : {2, 4, 7, 8}) {
+    check_case({.g = geo(11, 37, 3, 1, 1), .w_bits = wb, .off_grid = true}, seed++);
+    check_case({.g = geo(16, 21, 1, 1, 0), .w_bits = wb, .a_bits = 4, .off_grid = true}, seed++);
+    check_case({.g = geo(24, 24, 3, 2, 1, 24), .w_bits = wb, .off_grid = true}, seed++);
+  }
 }
 
 TEST_CASE("qint conv: grouped and depthwise") {
@@ -357,10 +370,10 @@ TEST_CASE("qint pack_conv and conv reject invalid input") {
   CHECK_THROWS_WITH_AS(q::pack_conv(g, w, {.input_zero_point = 300}),
                        doctest::Contains("input zero point 300"), brecq::Error);
   std::vector<int32_t> bad_zw = l.zw;
-  bad_zw[2] = 8;
+  bad_zw[2] = 1 << 21;
   CHECK_THROWS_WITH_AS(
       q::pack_conv(g, {.levels = l.packed.data(), .bits = 3, .zero_points = bad_zw.data()}, {}),
-      doctest::Contains("zero point 8 of channel 2"), brecq::Error);
+      doctest::Contains("zero point 2097152 of channel 2"), brecq::Error);
   std::vector<int32_t> lv = l.levels;
   lv[5] = 12;  // fits 4 storage bits but not 3-bit levels
   const auto packed = pack_dense(lv, 3);

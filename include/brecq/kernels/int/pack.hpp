@@ -9,13 +9,15 @@
 // taps hold zx, so they contribute exactly 0 to sum (wq - zw)(xq - zx).
 //
 // Exact asymmetric weights (per-channel zero point zw). The s8 operand is w8 = level - offset with
-// offset = zw for bits <= 7 (|w8| <= 127) and offset = 128 for 8-bit weights (w8 in -128..127):
+// offset = zw for bits <= 7 (|w8| <= 127; an off-grid zw, which the range search gives a channel
+// whose weights do not straddle 0, is clamped into [0, 2^bits - 1]) and offset = 128 for 8-bit
+// weights (w8 in -128..127):
 //   acc_true = sum_k w8 * xq + (offset - zw) * colsum(xq) - zx * rowsum,  rowsum = sum_k (wq - zw)
-// The packed layer keeps col_coef = offset - zw (all zero below 8 bits: no column sums needed)
-// and channel_offset = bias - zx * rowsum, so a kernel adds one constant per channel.
+// The packed layer keeps col_coef = offset - zw (zero below 8 bits with on-grid zero points: no
+// column sums needed) and channel_offset = bias - zx * rowsum: one constant per channel.
 //
 // Layouts (PackedConv::layout):
-//   ref        int16 (wq - zw) as [out][K]; channel_offset = bias. The scalar definition.
+//   ref        int32 (wq - zw) as [out][K]; channel_offset = bias. The scalar definition.
 //   gemm       s8 panels of nr output channels per group: [group][panel][K/4][nr][4] with K
 //              padded to a multiple of 4 (vpdpbusd / vpmaddubsw take 4 consecutive k per lane);
 //              nr = 64 (VNNI, 4 zmm) or 16 (AVX2, 2 ymm); channels past the group are zero.
@@ -64,7 +66,7 @@ inline int32_t unpack_level(const uint8_t* packed, int64_t k, int bits) {
 struct WeightView {
   const uint8_t* levels = nullptr;       ///< packed, OIHW
   int bits = 8;                          ///< 2..8
-  const int32_t* zero_points = nullptr;  ///< [out_channels], in [0, 2^bits - 1]
+  const int32_t* zero_points = nullptr;  ///< [out_channels]; may lie off the grid (|zw| <= 2^20)
 };
 
 struct PackParams {
@@ -91,7 +93,7 @@ struct PackedConv {
   bool avx2_split = false;      ///< AVX2: vpmaddubsw could saturate, split activations in nibbles
   int32_t max_abs_w8 = 0;       ///< max |w8| (the s8 operand)
   AlignedBuffer<int8_t> w8;     ///< gemm panels
-  AlignedBuffer<int16_t> wref;  ///< ref [out][K]
+  AlignedBuffer<int32_t> wref;  ///< ref [out][K]
   AlignedBuffer<int32_t> wdw;   ///< depthwise [9][out]
   AlignedBuffer<int32_t> channel_offset;  ///< [out]
   AlignedBuffer<int32_t> col_coef;        ///< [out] offset - zw
@@ -137,8 +139,8 @@ inline PackedConv pack_conv(const ConvGeometry& g, const WeightView& w, const Pa
   };
   for (int64_t o = 0; o < C; ++o) {
     const int32_t zw = w.zero_points[o];
-    check(zw >= 0 && zw <= qmax, "pack_conv: weight zero point ", zw, " of channel ", o,
-          " outside [0, ", qmax, "]");
+    check(std::abs(zw) <= (1 << 20), "pack_conv: weight zero point ", zw, " of channel ", o,
+          " outside [-2^20, 2^20]");
     int64_t abs_sum = 0, rowsum = 0;
     for (int64_t kk = 0; kk < K; ++kk) {
       const int32_t lv = unpack_level(w.levels, src(o, kk), w.bits);
@@ -151,7 +153,10 @@ inline PackedConv pack_conv(const ConvGeometry& g, const WeightView& w, const Pa
     check(
         255 * abs_sum + std::abs(bias) + std::abs(p.input_zero_point * rowsum) < (int64_t{1} << 31),
         "pack_conv: channel ", o, " can overflow the int32 accumulator (K = ", K, ")");
-    const int32_t offset = pc.isa == Isa::ref ? zw : (w.bits <= 7 ? zw : 128);
+    // An off-grid zero point (a channel whose range does not contain 0) is clamped into the
+    // grid for the s8 operand; the difference goes through the column-sum correction.
+    const int32_t offset =
+        pc.isa == Isa::ref ? zw : (w.bits <= 7 ? std::min(std::max(zw, 0), qmax) : 128);
     pc.col_coef[static_cast<size_t>(o)] = offset - zw;
     pc.has_col = pc.has_col || offset != zw;
     pc.channel_offset[static_cast<size_t>(o)] = static_cast<int32_t>(
@@ -162,11 +167,11 @@ inline PackedConv pack_conv(const ConvGeometry& g, const WeightView& w, const Pa
   }
   if (p.isa == Isa::ref) {
     pc.layout = PackedLayout::ref;
-    pc.wref = AlignedBuffer<int16_t>(static_cast<size_t>(C * K));
+    pc.wref = AlignedBuffer<int32_t>(static_cast<size_t>(C * K));
     for (int64_t o = 0; o < C; ++o)
       for (int64_t kk = 0; kk < K; ++kk)
         pc.wref[static_cast<size_t>(o * K + kk)] =
-            static_cast<int16_t>(unpack_level(w.levels, src(o, kk), w.bits) - w.zero_points[o]);
+            unpack_level(w.levels, src(o, kk), w.bits) - w.zero_points[o];
     return pc;
   }
   check_isa(p.isa, "pack_conv");
@@ -179,6 +184,8 @@ inline PackedConv pack_conv(const ConvGeometry& g, const WeightView& w, const Pa
     for (int64_t o = 0; o < C; ++o)
       for (int64_t t = 0; t < 9; ++t) {
         const int32_t v = unpack_level(w.levels, o * 9 + t, w.bits) - w.zero_points[o];
+        check(v >= -32768 && v <= 32767, "pack_conv: depthwise weight ", v, " of channel ", o,
+              " does not fit 16 bits (zero point ", w.zero_points[o], ")");
         pc.wdw[static_cast<size_t>(t * C + o)] = static_cast<int32_t>(static_cast<uint16_t>(v));
       }
     return pc;

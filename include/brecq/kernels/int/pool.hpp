@@ -67,11 +67,11 @@ inline void global_sum_pool(const uint8_t* x, int64_t batch, int64_t hw, int64_t
   });
 }
 
-/// The classifier after the global pool, packed: (wq - zw) as int16 [out][in] and the float
+/// The classifier after the global pool, packed: (wq - zw) as int32 [out][in] and the float
 /// factors of the exact rational logit.
 struct PackedLinear {
   int64_t in = 0, out = 0;
-  AlignedBuffer<int16_t> w;     ///< [out][in]
+  AlignedBuffer<int32_t> w;     ///< [out][in]
   AlignedBuffer<double> scale;  ///< weight_scale[o] * input_scale
   AlignedBuffer<float> bias;    ///< [out] (zeros when the layer has none)
   int32_t input_zero_point = 0;
@@ -93,13 +93,13 @@ inline PackedLinear pack_linear(int64_t in, int64_t out, const WeightView& w,
   pl.in = in;
   pl.out = out;
   pl.input_zero_point = p.input_zero_point;
-  pl.w = AlignedBuffer<int16_t>(static_cast<size_t>(in * out));
+  pl.w = AlignedBuffer<int32_t>(static_cast<size_t>(in * out));
   pl.scale = AlignedBuffer<double>(static_cast<size_t>(out));
   pl.bias = AlignedBuffer<float>(static_cast<size_t>(out));
   for (int64_t o = 0; o < out; ++o) {
     for (int64_t k = 0; k < in; ++k)
       pl.w[static_cast<size_t>(o * in + k)] =
-          static_cast<int16_t>(unpack_level(w.levels, o * in + k, w.bits) - w.zero_points[o]);
+          unpack_level(w.levels, o * in + k, w.bits) - w.zero_points[o];
     pl.scale[static_cast<size_t>(o)] =
         static_cast<double>(p.weight_scale[o]) * static_cast<double>(p.input_scale);
     pl.bias[static_cast<size_t>(o)] = p.bias ? p.bias[o] : 0.0f;
@@ -120,7 +120,7 @@ inline void linear_logits(const PackedLinear& pl, const int32_t* sums, int64_t b
     for (int64_t i = b; i < e; ++i) {
       const int64_t n = i / out, o = i % out;
       const int32_t* s = sums + n * in;
-      const int16_t* w = pl.w.data() + o * in;
+      const int32_t* w = pl.w.data() + o * in;
       int64_t acc = 0;
       for (int64_t k = 0; k < in; ++k) acc += static_cast<int64_t>(w[k]) * (s[k] - zsum);
       logits[i] = static_cast<float>(pl.scale[static_cast<size_t>(o)] * static_cast<double>(acc) /

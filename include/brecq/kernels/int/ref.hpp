@@ -27,7 +27,7 @@ inline void conv(const PackedConv& pc, const ConvArgs& a) {
       const int64_t n = pix / (OH * OW), oh = pix / OW % OH, ow = pix % OW;
       for (int64_t c = 0; c < C; ++c) {
         const int64_t grp = c / cout_g;
-        const int16_t* wr = pc.wref.data() + c * K;
+        const int32_t* wr = pc.wref.data() + c * K;
         int64_t acc = pc.channel_offset[static_cast<size_t>(c)];
         for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
           const int64_t ih = oh * g.stride - g.padding + kh * g.dilation;
@@ -36,7 +36,7 @@ inline void conv(const PackedConv& pc, const ConvArgs& a) {
             const int64_t iw = ow * g.stride - g.padding + kw * g.dilation;
             if (iw < 0 || iw >= W) continue;
             const uint8_t* x = a.input + ((n * H + ih) * W + iw) * g.in_channels + grp * cin_g;
-            const int16_t* wt = wr + (kh * g.kernel_w + kw) * cin_g;
+            const int32_t* wt = wr + (kh * g.kernel_w + kw) * cin_g;
             for (int64_t ci = 0; ci < cin_g; ++ci)
               acc += static_cast<int64_t>(wt[ci]) * (static_cast<int32_t>(x[ci]) - zx);
           }
