@@ -300,6 +300,27 @@ inline std::vector<std::pair<std::string, Tensor>> quantized_tensors(const Quant
   return t;
 }
 
+/// The first difference between the quantized states of a and b (quantized_tensors, compared
+/// by value: -0 equals 0), or "" when they are the same.
+inline std::string quantized_difference(const QuantModel& a, const QuantModel& b) {
+  const auto x = quantized_tensors(a), y = quantized_tensors(b);
+  if (x.size() != y.size())
+    return brecq::detail::concat(x.size(), " quantized tensors against ", y.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const Tensor &s = x[i].second, &t = y[i].second;
+    if (x[i].first != y[i].first) return "tensor " + x[i].first + " against " + y[i].first;
+    if (s.shape() != t.shape() || s.dtype() != t.dtype())
+      return brecq::detail::concat(x[i].first, ": ", s.shape(), " against ", t.shape());
+    for (int64_t k = 0; k < s.numel(); ++k) {
+      const bool same = s.dtype() == DType::f32   ? s.data<float>()[k] == t.data<float>()[k]
+                        : s.dtype() == DType::i32 ? s.data<int32_t>()[k] == t.data<int32_t>()[k]
+                                                  : s.data<uint8_t>()[k] == t.data<uint8_t>()[k];
+      if (!same) return brecq::detail::concat(x[i].first, " differs at element ", k);
+    }
+  }
+  return "";
+}
+
 /// The integer graph of qm: structure, packed weight levels and every quantizer. Points that are
 /// disabled or were never initialised are recorded as disabled.
 inline runtime::Graph to_graph(const QuantModel& qm, const SaveQuantizedParams& p = {}) {
