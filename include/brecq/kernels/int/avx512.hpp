@@ -20,49 +20,78 @@ namespace detail {
 using qint::detail::Epilogue;
 using qint::detail::Row;
 
+/// The per-channel constants of 16 output channels, loaded once for all rows of a tile.
+struct Channels16 {
+  int64_t c = 0;
+  __mmask16 m = 0;
+  __m512i offset, col, mul_e, mul_o, m2_e, m2_o, sh_e, sh_o, rnd_e, rnd_o;
+};
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline Channels16 load_channels(
+    const Epilogue& ep, int64_t c, __mmask16 m) {
+  Channels16 ch;
+  ch.c = c;
+  ch.m = m;
+  ch.offset = _mm512_maskz_loadu_epi32(m, ep.offset + c);
+  ch.col = ep.has_col ? _mm512_maskz_loadu_epi32(m, ep.col + c) : _mm512_setzero_si512();
+  ch.mul_e = ch.mul_o = ch.m2_e = ch.m2_o = ch.sh_e = ch.sh_o = ch.rnd_e = ch.rnd_o =
+      _mm512_setzero_si512();
+  if (ep.out_s32) return ch;
+  const Requant& q = *ep.rq;
+  ch.mul_e = _mm512_maskz_loadu_epi32(m, q.multiplier + c);
+  ch.mul_o = _mm512_srli_epi64(ch.mul_e, 32);
+  if (ep.residual != ResidualKind::none) {
+    ch.m2_e = _mm512_maskz_loadu_epi32(m, q.residual_multiplier + c);
+    ch.m2_o = _mm512_srli_epi64(ch.m2_e, 32);
+  }
+  const __m512i sh = _mm512_maskz_loadu_epi32(m, q.shift + c);
+  const __m512i one = _mm512_set1_epi64(1);
+  ch.sh_e = _mm512_and_si512(sh, _mm512_set1_epi64(0xFFFFFFFFLL));
+  ch.sh_o = _mm512_srli_epi64(sh, 32);
+  ch.rnd_e = _mm512_sllv_epi64(one, _mm512_sub_epi64(ch.sh_e, one));  // masked lanes: 0
+  ch.rnd_o = _mm512_sllv_epi64(one, _mm512_sub_epi64(ch.sh_o, one));
+  return ch;
+}
+
+/// Requantizes 16 channels of one row: v = acc + offset (+ col * colsum), then the rule of
+/// requant.hpp on 64-bit lanes (even channels in one vector, odd ones in the other).
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void epilogue16(
-    __m512i acc, const Epilogue& ep, const Row& row, int64_t c, __mmask16 m) {
-  __m512i v = _mm512_add_epi32(acc, _mm512_maskz_loadu_epi32(m, ep.offset + c));
+    __m512i acc, const Epilogue& ep, const Channels16& ch, const Row& row) {
+  const int64_t c = ch.c;
+  const __mmask16 m = ch.m;
+  __m512i v = _mm512_add_epi32(acc, ch.offset);
   if (ep.has_col)  // wraps mod 2^32 like the sum it corrects; the true value fits in int32
-    v = _mm512_add_epi32(v, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, ep.col + c),
-                                               _mm512_set1_epi32(row.colsum)));
+    v = _mm512_add_epi32(v, _mm512_mullo_epi32(ch.col, _mm512_set1_epi32(row.colsum)));
   if (ep.out_s32) {
     _mm512_mask_storeu_epi32(ep.out_s32 + row.pix * ep.channels + c, m, v);
     return;
   }
   const Requant& q = *ep.rq;
-  const __m512i mul = _mm512_maskz_loadu_epi32(m, q.multiplier + c);
-  // Even 32-bit lanes -> 64-bit products in ev, odd lanes in od.
-  __m512i ev = _mm512_mul_epi32(v, mul);
-  __m512i od = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), _mm512_srli_epi64(mul, 32));
+  __m512i ev = _mm512_mul_epi32(v, ch.mul_e);
+  __m512i od = _mm512_mul_epi32(_mm512_srli_epi64(v, 32), ch.mul_o);
   if (ep.residual != ResidualKind::none) {
     __m512i t;
     if (ep.residual == ResidualKind::u8) {
       const int64_t rc = c - ep.res_pad;  // option A: lanes outside [0, channels) add 0
-      const int64_t first = std::max<int64_t>(0, -rc);
-      const int64_t last = std::min<int64_t>(16, ep.res_channels - rc);
-      const __mmask16 valid =
-          last <= first ? __mmask16(0)
-                        : static_cast<__mmask16>(m & ((1u << last) - 1u) & ~((1u << first) - 1u));
+      __mmask16 valid = m;
+      if (rc < 0 || rc + 16 > ep.res_channels) {
+        const int64_t first = std::max<int64_t>(0, -rc);
+        const int64_t last = std::min<int64_t>(16, ep.res_channels - rc);
+        valid = last <= first
+                    ? __mmask16(0)
+                    : static_cast<__mmask16>(m & ((1u << last) - 1u) & ~((1u << first) - 1u));
+      }
       const __m128i bytes = _mm_maskz_loadu_epi8(valid, row.res + rc);
       t = _mm512_maskz_sub_epi32(valid, _mm512_cvtepu8_epi32(bytes),
                                  _mm512_set1_epi32(ep.res_zero));
     } else {
       t = _mm512_maskz_loadu_epi32(m, ep.res_s32 + row.pix * ep.channels + c);
     }
-    const __m512i m2 = _mm512_maskz_loadu_epi32(m, q.residual_multiplier + c);
-    ev = _mm512_add_epi64(ev, _mm512_mul_epi32(t, m2));
-    od =
-        _mm512_add_epi64(od, _mm512_mul_epi32(_mm512_srli_epi64(t, 32), _mm512_srli_epi64(m2, 32)));
+    ev = _mm512_add_epi64(ev, _mm512_mul_epi32(t, ch.m2_e));
+    od = _mm512_add_epi64(od, _mm512_mul_epi32(_mm512_srli_epi64(t, 32), ch.m2_o));
   }
-  const __m512i sh = _mm512_maskz_loadu_epi32(m, q.shift + c);
-  const __m512i she = _mm512_and_si512(sh, _mm512_set1_epi64(0xFFFFFFFFLL));
-  const __m512i sho = _mm512_srli_epi64(sh, 32);
-  const __m512i one = _mm512_set1_epi64(1);
-  ev = _mm512_srav_epi64(_mm512_add_epi64(ev, _mm512_sllv_epi64(one, _mm512_sub_epi64(she, one))),
-                         she);
-  od = _mm512_srav_epi64(_mm512_add_epi64(od, _mm512_sllv_epi64(one, _mm512_sub_epi64(sho, one))),
-                         sho);
+  ev = _mm512_srav_epi64(_mm512_add_epi64(ev, ch.rnd_e), ch.sh_e);
+  od = _mm512_srav_epi64(_mm512_add_epi64(od, ch.rnd_o), ch.sh_o);
   const __m512i z = _mm512_set1_epi64(q.out_zero), lo = _mm512_set1_epi64(q.lo),
                 hi = _mm512_set1_epi64(q.hi);
   ev = _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(ev, z), lo), hi);
@@ -105,10 +134,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void tile
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) _mm512_store_si512(out[r] + 16 * v, acc[r][v]);
-  for (int r = 0; r < nrows; ++r)
-    for (int v = 0; v < NV && 16 * v < nc; ++v)
-      epilogue16(_mm512_load_si512(out[r] + 16 * v), ep, info[r], c0 + 16 * v,
-                 lane_mask(nc - 16 * v));
+  for (int v = 0; v < NV && 16 * v < nc; ++v) {
+    const Channels16 ch = load_channels(ep, c0 + 16 * v, lane_mask(nc - 16 * v));
+    for (int r = 0; r < nrows; ++r) epilogue16(_mm512_load_si512(out[r] + 16 * v), ep, ch, info[r]);
+  }
 }
 
 inline int rows_for(int64_t cout_g) {
@@ -175,7 +204,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void dept
         acc = _mm512_dpwssd_epi32(acc, x,
                                   _mm512_maskz_loadu_epi32(m, pc.wdw.data() + tap_id[t] * C + c));
       }
-      epilogue16(acc, ep, row, c, m);
+      epilogue16(acc, ep, load_channels(ep, c, m), row);
     }
   }
 }

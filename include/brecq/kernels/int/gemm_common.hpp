@@ -49,7 +49,7 @@ inline bool direct_rows(const PackedConv& pc) {
 }
 
 inline int64_t chunk_bytes(const PackedConv& pc) {
-  return (direct_rows(pc) ? 0 : kChunk * pc.kp) + kChunk * 4 + 64;
+  return (direct_rows(pc) ? 0 : kChunk * pc.kp) + 64;
 }
 
 inline Epilogue make_epilogue(const PackedConv& pc, const ConvArgs& a) {
@@ -69,38 +69,45 @@ inline Epilogue make_epilogue(const PackedConv& pc, const ConvArgs& a) {
   return ep;
 }
 
-/// Row context of pixel pix (residual row pointer for u8 residuals).
-inline Row make_row(const ConvArgs& a, int64_t pix, int64_t OH, int64_t OW) {
+/// Row context of output pixel pix = (n, oh, ow) (residual row pointer for u8 residuals).
+inline Row make_row(const ConvArgs& a, int64_t pix, int64_t n, int64_t oh, int64_t ow) {
   Row r;
   r.pix = pix;
   if (a.residual.kind == ResidualKind::u8) {
     const Residual& s = a.residual;
-    const int64_t n = pix / (OH * OW), oh = pix / OW % OH, ow = pix % OW;
     r.res = s.u8 + ((n * s.height + oh * s.stride) * s.width + ow * s.stride) * s.channels;
   }
   return r;
 }
+inline Row make_row(const ConvArgs& a, int64_t pix, int64_t OH, int64_t OW) {
+  return make_row(a, pix, pix / (OH * OW), pix / OW % OH, pix % OW);
+}
 
-/// im2col of pixel pix of group grp into dst[kp] (padded taps = zx, K tail = 0).
-inline void im2col_row(const PackedConv& pc, const ConvArgs& a, int64_t pix, int64_t grp,
-                       int64_t OH, int64_t OW, uint8_t* dst) {
+/// memcpy for the short runs of im2col: 16-byte pieces the compiler inlines, then bytes.
+inline void copy_bytes(uint8_t* dst, const uint8_t* src, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) std::memcpy(dst + i, src + i, 16);
+  if (i + 8 <= n) std::memcpy(dst + i, src + i, 8), i += 8;
+  for (; i < n; ++i) dst[i] = src[i];
+}
+
+/// im2col of output pixel (n, oh, ow) of group grp into dst[kp] (padded taps = zx, K tail = 0).
+inline void im2col_row(const PackedConv& pc, const ConvArgs& a, int64_t n, int64_t oh, int64_t ow,
+                       int64_t grp, uint8_t* dst) {
   const ConvGeometry& g = pc.geometry;
-  const int64_t n = pix / (OH * OW), oh = pix / OW % OH, ow = pix % OW, cin_g = g.cin_g();
+  const int64_t cin_g = g.cin_g();
   const uint8_t zx = static_cast<uint8_t>(pc.input_zero_point);
   for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
     const int64_t ih = oh * g.stride - g.padding + kh * g.dilation;
     for (int64_t kw = 0; kw < g.kernel_w; ++kw, dst += cin_g) {
       const int64_t iw = ow * g.stride - g.padding + kw * g.dilation;
       if (ih < 0 || ih >= a.height || iw < 0 || iw >= a.width) {
-        std::memset(dst, zx, static_cast<size_t>(cin_g));
+        for (int64_t i = 0; i < cin_g; ++i) dst[i] = zx;
         continue;
       }
       const uint8_t* src =
           a.input + ((n * a.height + ih) * a.width + iw) * g.in_channels + grp * cin_g;
-      if (cin_g == 1)
-        *dst = *src;
-      else
-        std::memcpy(dst, src, static_cast<size_t>(cin_g));
+      copy_bytes(dst, src, cin_g);
     }
   }
   std::memset(dst, 0, static_cast<size_t>(pc.kp - pc.k));
@@ -130,39 +137,32 @@ inline void gemm_conv(const PackedConv& pc, const ConvArgs& a, int mr, Tile&& ti
   parallel_for(0, T, 1, T, [&](int64_t sb, int64_t se) {
     for (int64_t slot = sb; slot < se; ++slot) {
       uint8_t* buf = a.workspace + slot * per;
-      int32_t* colsums = reinterpret_cast<int32_t*>(buf + (direct ? 0 : kChunk * pc.kp));
+      Row info[kChunk];
       for (int64_t task = tasks * slot / T; task < tasks * (slot + 1) / T; ++task) {
         const int64_t grp = task / chunks, p0 = task % chunks * kChunk;
         const int64_t np = std::min(kChunk, P - p0);
-        const uint8_t* base;
-        int64_t lda;
-        if (direct) {
-          base = a.input + p0 * g.in_channels;
-          lda = g.in_channels;
-        } else {
-          for (int64_t i = 0; i < np; ++i) im2col_row(pc, a, p0 + i, grp, OH, OW, buf + i * pc.kp);
-          base = buf;
-          lda = pc.kp;
+        const uint8_t* base = direct ? a.input + p0 * g.in_channels : buf;
+        const int64_t lda = direct ? g.in_channels : pc.kp;
+        // One walk over the chunk's pixels (no divisions per row): im2col rows, row contexts.
+        int64_t n = p0 / (OH * OW), oh = p0 / OW % OH, ow = p0 % OW;
+        for (int64_t i = 0; i < np; ++i) {
+          if (!direct) im2col_row(pc, a, n, oh, ow, grp, buf + i * pc.kp);
+          info[i] = make_row(a, p0 + i, n, oh, ow);
+          if (pc.has_col) info[i].colsum = row_sum(base + i * lda, pc.k);
+          if (++ow == OW) {
+            ow = 0;
+            if (++oh == OH) oh = 0, ++n;
+          }
         }
-        if (pc.has_col)
-          for (int64_t i = 0; i < np; ++i) colsums[i] = row_sum(base + i * lda, pc.k);
         const uint8_t* rows[16];
-        Row info[16];
         for (int64_t panel = 0; panel < pc.panels; ++panel) {
           const int8_t* B = pc.w8.data() + (grp * pc.panels + panel) * panel_bytes;
           const int64_t cl = panel * pc.nr, nc = std::min(pc.nr, cout_g - cl);
           for (int64_t i = 0; i < np; i += mr) {
             const int64_t nrows = std::min<int64_t>(mr, np - i);
-            for (int64_t r = 0; r < mr; ++r) {
-              const int64_t rr = i + std::min(r, nrows - 1);
-              rows[r] = base + rr * lda;
-              if (r < nrows) {
-                info[r] = make_row(a, p0 + rr, OH, OW);
-                info[r].colsum = pc.has_col ? colsums[rr] : 0;
-              }
-            }
-            tile(rows, static_cast<int>(nrows), B, grp * cout_g + cl, static_cast<int>(nc), info,
-                 ep);
+            for (int64_t r = 0; r < mr; ++r) rows[r] = base + (i + std::min(r, nrows - 1)) * lda;
+            tile(rows, static_cast<int>(nrows), B, grp * cout_g + cl, static_cast<int>(nc),
+                 info + i, ep);
           }
         }
       }
