@@ -14,6 +14,7 @@
 #include <string>
 
 #include "../../tools/onnx/onnx_export.hpp"
+#include "brecq/kernels/fake_quant.hpp"
 #include "brecq/nn/fold_bn.hpp"
 #include "brecq/nn/models.hpp"
 
@@ -288,4 +289,98 @@ TEST_CASE("onnx export: ONNX Runtime reproduces brecq (node + onnxruntime-node)"
   // Float sums in another order can move a value across a 4-bit step; the levels are computed
   // the same way, so nearly every prediction and almost all of the logits agree.
   CHECK(json_number(r, "identical_predictions") >= 15.0 / 16.0 * 100.0);
+}
+
+namespace {
+
+/// y = DequantizeLinear(QuantizeLinear(Clip(x, lo, hi), s, z), s, z), all but x scalar inputs.
+void write_qdq_model(const std::string& path) {
+  onnx::ModelProto m;
+  m.set_ir_version(7);
+  m.add_opset_import()->set_version(onnx_export::kOpset);
+  onnx::GraphProto* g = m.mutable_graph();
+  g->set_name("qdq");
+  auto input = [&](const char* name, int type, bool vector) {
+    onnx::ValueInfoProto* v = g->add_input();
+    v->set_name(name);
+    v->mutable_type()->mutable_tensor_type()->set_elem_type(type);
+    onnx::TensorShapeProto* shape = v->mutable_type()->mutable_tensor_type()->mutable_shape();
+    if (vector) shape->add_dim()->set_dim_param("n");
+  };
+  input("x", onnx::TensorProto::FLOAT, true);
+  for (const char* n : {"lo", "hi", "s"}) input(n, onnx::TensorProto::FLOAT, false);
+  input("z", onnx::TensorProto::UINT8, false);
+  auto node = [&](const char* op, std::vector<std::string> in, const char* out) {
+    onnx::NodeProto* n = g->add_node();
+    n->set_op_type(op);
+    for (const std::string& i : in) n->add_input(i);
+    n->add_output(out);
+  };
+  node("Clip", {"x", "lo", "hi"}, "c");
+  node("QuantizeLinear", {"c", "s", "z"}, "q");
+  node("DequantizeLinear", {"q", "s", "z"}, "y");
+  onnx::ValueInfoProto* y = g->add_output();
+  y->set_name("y");
+  y->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::FLOAT);
+  y->mutable_type()->mutable_tensor_type()->mutable_shape()->add_dim()->set_dim_param("n");
+  std::ofstream f(path, std::ios::binary);
+  REQUIRE(m.SerializeToOstream(&f));
+}
+
+}  // namespace
+
+TEST_CASE("onnx export: ONNX Runtime's QuantizeLinear rounds like brecq (ties, grid Clip)") {
+  if (!ort_available()) {
+    MESSAGE("node or tools/ort/node_modules/onnxruntime-node missing: rounding check skipped");
+    return;
+  }
+  // Values at and a few ulps around the midpoints (k + 1/2) s, inside and outside the grid, for
+  // 2..8 bits and random scales and zero points; y = brecq's fake quantization.
+  const int32_t cases = 42, n = 2048;
+  Rng rng(17);
+  std::vector<float> rec;
+  int64_t reciprocal_differs = 0;
+  for (int c = 0; c < cases; ++c) {
+    const int bits = 2 + c % 7;
+    const float qmax = static_cast<float>((1 << bits) - 1);
+    const float s = c < 3 ? std::ldexp(1.0f, -c - 1) : 0.001f + 0.5f * rng.uniform();
+    const float z = static_cast<float>(c % 5 == 0 ? 0 : static_cast<int>(rng.uniform() * qmax));
+    std::vector<float> x(static_cast<size_t>(n)), y(static_cast<size_t>(n));
+    for (float& v : x) {
+      const float k = std::floor(rng.uniform() * (2.0f * qmax + 8.0f)) - qmax - 4.0f;
+      v = (k + 0.5f) * s;
+      for (int d = static_cast<int>(rng.uniform() * 5.0f) - 2; d != 0; d += d > 0 ? -1 : 1)
+        v = std::nextafter(v, d > 0 ? INFINITY : -INFINITY);
+    }
+    kernels::fake_quant(x.data(), n, s, z, qmax, y.data());
+    for (int i = 0; i < n; ++i) {  // the x * (1 / s) variant the check must tell apart
+      const float q = std::min(
+          std::max(std::nearbyint(x[static_cast<size_t>(i)] * (1.0f / s)) + z, 0.0f), qmax);
+      reciprocal_differs += (q - z) * s != y[static_cast<size_t>(i)];
+    }
+    for (float v : {s, z, (0.0f - z) * s, (qmax - z) * s}) rec.push_back(v);
+    rec.insert(rec.end(), x.begin(), x.end());
+    rec.insert(rec.end(), y.begin(), y.end());
+  }
+  const std::string model = temp_path("qdq.onnx"), data = temp_path("qdq_cases.bin"),
+                    out = temp_path("qdq_result.json");
+  write_qdq_model(model);
+  {
+    std::ofstream f(data, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(&cases), 4);
+    f.write(reinterpret_cast<const char*>(&n), 4);
+    f.write(reinterpret_cast<const char*>(rec.data()),
+            static_cast<std::streamsize>(rec.size() * 4));
+  }
+  REQUIRE(std::system(
+              ("node " + std::string(BRECQ_ORT_DIR) + "/qdq.js " + model + " " + data + " > " + out)
+                  .c_str()) == 0);
+  std::ifstream f(out);
+  const std::string r(std::istreambuf_iterator<char>(f), {});
+  CAPTURE(r);
+  CHECK(json_number(r, "values") == cases * n);
+  CHECK(json_number(r, "mismatches") == 0);
+  CHECK(json_number(r, "ties") > 1000);     // exact ties were exercised
+  CHECK(json_number(r, "outside") > 1000);  // and the grid Clip
+  CHECK(reciprocal_differs > 100);          // a multiply by 1 / s would have been caught
 }

@@ -107,6 +107,12 @@ int run(const std::vector<std::string>& argv) {
        {.name = "--format", .value_name = "onnx", .help = "output format", .required = true},
        {.name = "--fold-bn", .help = "FP models: fold BatchNorm into the convolutions (default)"},
        {.name = "--keep-bn", .help = "FP models: keep BatchNorm as BatchNormalization nodes"},
+       {.name = "--conv-bias",
+        .value_name = "separate|inline",
+        .help = "quantized models: conv biases in an Add after the Conv (ONNX Runtime computes "
+                "brecq's float bias exactly) or inline (ONNX Runtime rounds them to int32 and "
+                "may fuse 8-bit convs into QLinearConv: faster, not bit-faithful)",
+        .default_value = "separate"},
        {.name = "--out", .value_name = "FILE", .help = "the .onnx file to write", .required = true},
        {.name = "--reference-data",
         .value_name = "DIR",
@@ -137,6 +143,9 @@ int run(const std::vector<std::string>& argv) {
     args.fail("flags --fold-bn and --keep-bn exclude each other; got both");
   if (quantized && args.has("--keep-bn"))
     args.fail("flag --keep-bn is for FP models: a quantized model's BatchNorm is folded");
+  if (!quantized && args.has("--conv-bias"))
+    args.fail("flag --conv-bias is for quantized models (--quantized FILE)");
+  const bool separate_bias = args.get_choice("--conv-bias", {"separate", "inline"}) == "separate";
   if (!args.has("--reference-data") && (args.has("--reference-out") || args.has("--limit")))
     args.fail("flags --reference-out and --limit need --reference-data DIR");
   const std::string out = args.get("--out");
@@ -148,8 +157,8 @@ int run(const std::vector<std::string>& argv) {
   std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
   const std::string model_arg = quantized ? "" : args.get_choice("--model", nn::model_names());
 #ifndef BRECQ_WITH_ONNX
-  (void)out, (void)limit, (void)batch, (void)weights, (void)ref_data, (void)preprocess,
-      (void)model_arg;
+  (void)out, (void)separate_bias, (void)limit, (void)batch, (void)weights, (void)ref_data,
+      (void)preprocess, (void)model_arg;
   fail(
       "this brecq was built without ONNX export: install libonnx-dev and libprotobuf-dev "
       "(Debian: apt-get install libonnx-dev libprotobuf-dev protobuf-compiler) and reconfigure "
@@ -160,7 +169,7 @@ int run(const std::vector<std::string>& argv) {
   onnx_export::ExportSummary s;
   if (quantized) {
     qm.emplace(quant::load_quantized(weights));
-    s = onnx_export::export_quantized(*qm, out);
+    s = onnx_export::export_quantized(*qm, out, {.separate_conv_bias = separate_bias});
   } else {
     const SafetensorsFile file(weights);
     int64_t classes = 0;

@@ -23,7 +23,7 @@ using TP = onnx::TensorProto;
 /// Builds one GraphProto: initializers, nodes and unique tensor names.
 class GraphBuilder {
  public:
-  explicit GraphBuilder(onnx::GraphProto* g) : g_(g) {}
+  explicit GraphBuilder(onnx::GraphProto* g = nullptr) : g_(g) {}
 
   std::string f32(const std::string& name, const std::vector<int64_t>& dims, const float* data) {
     TP* t = init(name, dims, TP::FLOAT);
@@ -113,13 +113,21 @@ uint8_t zero_point_u8(const quant::UniformQuantizer& q, int64_t c, const std::st
   return static_cast<uint8_t>(z);
 }
 
+struct WriteParams {
+  bool keep_bn = false;
+  bool separate_conv_bias = true;
+  std::map<std::string, std::string> meta{};
+};
+
 /// Exports one model; `qm` is null for an FP export.
 class Exporter {
  public:
-  Exporter(const nn::Model& m, const quant::QuantModel* qm, bool keep_bn, onnx::GraphProto* g)
-      : m_(m), qm_(qm), keep_bn_(keep_bn), b_(g) {}
+  Exporter(const nn::Model& m, const quant::QuantModel* qm, const WriteParams& p)
+      : m_(m), qm_(qm), keep_bn_(p.keep_bn), separate_bias_(p.separate_conv_bias) {}
 
-  std::string model(const std::string& input) {
+  /// Adds the model's nodes to g; returns the output's name.
+  std::string model(onnx::GraphProto* g, const std::string& input) {
+    b_ = GraphBuilder(g);
     std::string y = input;
     if (m_.input_point >= 0) y = point(m_.input_point, y, "input");
     for (const nn::Block& blk : m_.blocks) y = block(blk, y);
@@ -196,7 +204,8 @@ class Exporter {
     // Conv fed by two DequantizeLinear nodes into int32 at scale s_x * s_w (BiasQuantization,
     // from the basic optimization level on), a rounding brecq does not have that moves 4-bit
     // activations across grid steps. An Add of [C, 1, 1] stays a float add.
-    const bool separate_bias = qm_ && l.kind == nn::LayerKind::conv && l.bias.defined();
+    const bool separate_bias =
+        qm_ && separate_bias_ && l.kind == nn::LayerKind::conv && l.bias.defined();
     if (l.bias.defined() && !separate_bias)
       in.push_back(b_.f32(l.name + ".bias", dims_of(l.bias), l.bias.contiguous().data<float>()));
     onnx::NodeProto* n = nullptr;
@@ -310,7 +319,7 @@ class Exporter {
 
   const nn::Model& m_;
   const quant::QuantModel* qm_;
-  bool keep_bn_;
+  bool keep_bn_, separate_bias_;
   GraphBuilder b_;
   int points_ = 0, clips_ = 0, qweights_ = 0;
 };
@@ -329,8 +338,8 @@ void set_value_info(onnx::ValueInfoProto* v, const std::string& name,
   }
 }
 
-ExportSummary write(const nn::Model& m, const quant::QuantModel* qm, bool keep_bn,
-                    const std::string& path, const std::map<std::string, std::string>& meta) {
+ExportSummary write(const nn::Model& m, const quant::QuantModel* qm, const std::string& path,
+                    const WriteParams& p) {
   GOOGLE_PROTOBUF_VERIFY_VERSION;
   check(!m.blocks.empty(), "onnx export: model ", m.arch, " has no blocks");
   onnx::ModelProto model;
@@ -341,7 +350,7 @@ ExportSummary write(const nn::Model& m, const quant::QuantModel* qm, bool keep_b
   onnx::OperatorSetIdProto* opset = model.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOpset);
-  for (const auto& [k, v] : meta) {
+  for (const auto& [k, v] : p.meta) {
     onnx::StringStringEntryProto* e = model.add_metadata_props();
     e->set_key(k);
     e->set_value(v);
@@ -349,8 +358,8 @@ ExportSummary write(const nn::Model& m, const quant::QuantModel* qm, bool keep_b
   onnx::GraphProto* g = model.mutable_graph();
   g->set_name(m.arch);
   set_value_info(g->add_input(), "input", {"N", std::to_string(m.in_channels), "H", "W"});
-  Exporter e(m, qm, keep_bn, g);
-  const std::string out = e.model("input");
+  Exporter e(m, qm, p);
+  const std::string out = e.model(g, "input");
   // The last node's output is renamed to the graph output.
   onnx::NodeProto* last = g->mutable_node(g->node_size() - 1);
   check(last->output(0) == out, "onnx export: the last node does not produce the model output");
@@ -375,13 +384,14 @@ ExportSummary write(const nn::Model& m, const quant::QuantModel* qm, bool keep_b
 ExportSummary export_fp(const nn::Model& model, bool keep_bn, const std::string& path) {
   std::map<std::string, std::string> meta{
       {"arch", model.arch}, {"quantized", "0"}, {"batchnorm", keep_bn ? "kept" : "folded"}};
-  if (keep_bn) return write(model, nullptr, true, path, meta);
+  if (keep_bn) return write(model, nullptr, path, {.keep_bn = true, .meta = meta});
   nn::Model folded = model.clone();
   nn::fold_batchnorm(folded);
-  return write(folded, nullptr, false, path, meta);
+  return write(folded, nullptr, path, {.meta = meta});
 }
 
-ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& path) {
+ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& path,
+                               const QuantizedExportParams& params) {
   check(qm.learning.empty(), "onnx export: ", qm.learning.size(),
         " layers are still learning their rounding (end_rounding first)");
   check(qm.quantized_until_layer == std::numeric_limits<int>::max() &&
@@ -389,13 +399,16 @@ ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& p
         "onnx export: the model is quantized only up to layer ", qm.quantized_until_layer,
         " / point ", qm.quantized_until_point, "; export needs the whole model quantized");
   const quant::QuantSettings& s = qm.settings;
-  std::map<std::string, std::string> meta{{"arch", qm.model.arch},
-                                          {"quantized", "1"},
-                                          {"w_bits", std::to_string(s.w_bits)},
-                                          {"a_bits", std::to_string(s.a_bits)},
-                                          {"first_last_bits", std::to_string(s.first_last_bits)},
-                                          {"input_bits", std::to_string(s.input_bits)}};
-  return write(qm.model, &qm, false, path, meta);
+  std::map<std::string, std::string> meta{
+      {"arch", qm.model.arch},
+      {"quantized", "1"},
+      {"w_bits", std::to_string(s.w_bits)},
+      {"a_bits", std::to_string(s.a_bits)},
+      {"first_last_bits", std::to_string(s.first_last_bits)},
+      {"input_bits", std::to_string(s.input_bits)},
+      {"conv_bias", params.separate_conv_bias ? "separate" : "inline"}};
+  return write(qm.model, &qm, path,
+               {.separate_conv_bias = params.separate_conv_bias, .meta = meta});
 }
 
 std::string ops_line(const ExportSummary& s) {

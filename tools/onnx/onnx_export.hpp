@@ -32,9 +32,19 @@ struct ExportSummary {
 /// output "logits" [N, classes].
 ExportSummary export_fp(const nn::Model& model, bool keep_bn, const std::string& path);
 
+struct QuantizedExportParams {
+  /// Conv biases in an Add after the Conv (default): ONNX Runtime then computes exactly brecq's
+  /// float bias. false: the bias is the Conv's third input, which ONNX Runtime rounds to int32
+  /// at scale s_x * s_w and, for 8-bit points right after the Conv (ReLU aside), fuses with the
+  /// DequantizeLinear / QuantizeLinear around it into its integer QLinearConv: faster, but no
+  /// longer brecq's arithmetic.
+  bool separate_conv_bias = true;
+};
+
 /// Exports a quantized model in the QDQ form; computes what qm.forward computes. qm must be in
 /// its inference state (no layer learning its rounding, nothing quantized only up to a unit).
-ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& path);
+ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& path,
+                               const QuantizedExportParams& params = {});
 
 /// "Conv 20, Relu 19, ..." (for messages).
 std::string ops_line(const ExportSummary& s);
