@@ -103,8 +103,8 @@ __attribute__((target("avx2,fma"))) inline void epilogue8(__m256i acc, const Epi
 
 /// One register tile: 4 rows x 16 channels of a 16-channel panel ([K/4][16][4] s8).
 template <bool kSplit>
-__attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* rows, int nrows,
-                                                     const int8_t* B, int64_t k4n, int64_t c0,
+__attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* ind, int taps, int nrows,
+                                                     const int8_t* B, int64_t k4t, int64_t c0,
                                                      int nc, const Row* info, const Epilogue& ep) {
   constexpr int MR = 4;
   __m256i acc[MR][2];
@@ -112,28 +112,35 @@ __attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* rows,
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
   const __m256i ones = _mm256_set1_epi16(1), sixteen = _mm256_set1_epi16(16),
                 nibble = _mm256_set1_epi8(0x0F);
-  for (int64_t k = 0; k < k4n; ++k) {
-    const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + k * 64));
-    const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(B + k * 64 + 32));
+  for (int t = 0; t < taps; ++t) {
+    const uint8_t* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = ind[std::min(r, nrows - 1) * taps + t];
+    const int8_t* Bt = B + t * k4t * 64;
+    for (int64_t k = 0; k < k4t; ++k) {
+      const __m256i b0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(Bt + k * 64));
+      const __m256i b1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(Bt + k * 64 + 32));
 #pragma GCC unroll 4
-    for (int r = 0; r < MR; ++r) {
-      int32_t x;
-      std::memcpy(&x, rows[r] + 4 * k, 4);
-      const __m256i a = _mm256_set1_epi32(x);
-      if constexpr (!kSplit) {
-        acc[r][0] =
-            _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones));
-        acc[r][1] =
-            _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones));
-      } else {
-        const __m256i al = _mm256_and_si256(a, nibble);
-        const __m256i ah = _mm256_and_si256(_mm256_srli_epi16(a, 4), nibble);
-        acc[r][0] = _mm256_add_epi32(
-            acc[r][0], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(al, b0), ones),
-                                        _mm256_madd_epi16(_mm256_maddubs_epi16(ah, b0), sixteen)));
-        acc[r][1] = _mm256_add_epi32(
-            acc[r][1], _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(al, b1), ones),
-                                        _mm256_madd_epi16(_mm256_maddubs_epi16(ah, b1), sixteen)));
+      for (int r = 0; r < MR; ++r) {
+        int32_t x;
+        std::memcpy(&x, rows[r] + 4 * k, 4);
+        const __m256i a = _mm256_set1_epi32(x);
+        if constexpr (!kSplit) {
+          acc[r][0] =
+              _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones));
+          acc[r][1] =
+              _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones));
+        } else {
+          const __m256i al = _mm256_and_si256(a, nibble);
+          const __m256i ah = _mm256_and_si256(_mm256_srli_epi16(a, 4), nibble);
+          acc[r][0] = _mm256_add_epi32(
+              acc[r][0],
+              _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(al, b0), ones),
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(ah, b0), sixteen)));
+          acc[r][1] = _mm256_add_epi32(
+              acc[r][1],
+              _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(al, b1), ones),
+                               _mm256_madd_epi16(_mm256_maddubs_epi16(ah, b1), sixteen)));
+        }
       }
     }
   }
@@ -204,16 +211,15 @@ inline void conv(const PackedConv& pc, const ConvArgs& a) {
                  [&](int64_t b, int64_t e) { detail::depthwise_rows(pc, a, b, e, ep); });
     return;
   }
-  const int64_t k4n = pc.kp / 4;
   const bool split = pc.avx2_split;
   qint::detail::gemm_conv(
       pc, a, 4,
-      [&](const uint8_t* const* rows, int nrows, const int8_t* B, int64_t c0, int nc,
-          const qint::detail::Row* info, const qint::detail::Epilogue& ep) {
+      [&](const uint8_t* const* ind, int taps, int nrows, const int8_t* B, int64_t k4t, int64_t c0,
+          int nc, const qint::detail::Row* info, const qint::detail::Epilogue& ep) {
         if (split)
-          detail::tile<true>(rows, nrows, B, k4n, c0, nc, info, ep);
+          detail::tile<true>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
         else
-          detail::tile<false>(rows, nrows, B, k4n, c0, nc, info, ep);
+          detail::tile<false>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
       });
 }
 

@@ -104,11 +104,12 @@ inline __mmask16 lane_mask(int n) {
   return n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-/// One register tile: MR rows x NV * 16 channels of a 64-channel panel ([K/4][64][4] s8).
+/// One register tile: MR rows x NV * 16 channels of a 64-channel panel ([K/4][64][4] s8). Row r
+/// of tap t reads 4 * k4t bytes at ind[r * taps + t] (rows past nrows repeat the last one).
 template <int MR, int NV>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void tile(
-    const uint8_t* const* rows, int nrows, const int8_t* B, int64_t k4n, int64_t c0, int nc,
-    const Row* info, const Epilogue& ep) {
+    const uint8_t* const* ind, int taps, int nrows, const int8_t* B, int64_t k4t, int64_t c0,
+    int nc, const Row* info, const Epilogue& ep) {
   // Accumulators stay in registers only if every index is a compile-time constant: the loops
   // over MR and NV are unrolled and the epilogue reads a stored copy.
   __m512i acc[MR][NV];
@@ -116,17 +117,22 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni"))) inline void tile
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_si512();
-  for (int64_t k = 0; k < k4n; ++k) {
-    __m512i b[NV];
+  for (int t = 0; t < taps; ++t) {
+    const uint8_t* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = ind[std::min(r, nrows - 1) * taps + t];
+    const int8_t* Bt = B + t * k4t * 256;
+    for (int64_t k = 0; k < k4t; ++k) {
+      __m512i b[NV];
 #pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = _mm512_load_si512(B + k * 256 + 64 * v);
+      for (int v = 0; v < NV; ++v) b[v] = _mm512_load_si512(Bt + k * 256 + 64 * v);
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      int32_t x;
-      std::memcpy(&x, rows[r] + 4 * k, 4);
-      const __m512i a = _mm512_set1_epi32(x);
+      for (int r = 0; r < MR; ++r) {
+        int32_t x;
+        std::memcpy(&x, rows[r] + 4 * k, 4);
+        const __m512i a = _mm512_set1_epi32(x);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, b[v]);
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], a, b[v]);
+      }
     }
   }
   alignas(64) int32_t out[MR][NV * 16];
@@ -145,30 +151,30 @@ inline int rows_for(int64_t cout_g) {
   return nv >= 4 ? 6 : nv == 3 ? 8 : nv == 2 ? 12 : 16;
 }
 
-inline void run_tile(int mr, const uint8_t* const* rows, int nrows, const int8_t* B, int64_t k4n,
-                     int64_t c0, int nc, const Row* info, const Epilogue& ep) {
+inline void run_tile(int mr, const uint8_t* const* ind, int taps, int nrows, const int8_t* B,
+                     int64_t k4t, int64_t c0, int nc, const Row* info, const Epilogue& ep) {
   const int nv = (nc + 15) / 16;
   switch (mr * 8 + nv) {
     case 6 * 8 + 1:
-      return tile<6, 1>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<6, 1>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 6 * 8 + 2:
-      return tile<6, 2>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<6, 2>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 6 * 8 + 3:
-      return tile<6, 3>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<6, 3>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 6 * 8 + 4:
-      return tile<6, 4>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<6, 4>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 8 * 8 + 1:
-      return tile<8, 1>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<8, 1>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 8 * 8 + 2:
-      return tile<8, 2>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<8, 2>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 8 * 8 + 3:
-      return tile<8, 3>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<8, 3>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 12 * 8 + 1:
-      return tile<12, 1>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<12, 1>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 12 * 8 + 2:
-      return tile<12, 2>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<12, 2>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
     case 16 * 8 + 1:
-      return tile<16, 1>(rows, nrows, B, k4n, c0, nc, info, ep);
+      return tile<16, 1>(ind, taps, nrows, B, k4t, c0, nc, info, ep);
   }
   fail("qint::avx512: no tile for ", mr, " rows x ", nv, " vectors");
 }
@@ -224,12 +230,11 @@ inline void conv(const PackedConv& pc, const ConvArgs& a) {
     return;
   }
   const int mr = detail::rows_for(pc.geometry.cout_g());
-  const int64_t k4n = pc.kp / 4;
   qint::detail::gemm_conv(
       pc, a, mr,
-      [&](const uint8_t* const* rows, int nrows, const int8_t* B, int64_t c0, int nc,
-          const qint::detail::Row* info, const qint::detail::Epilogue& ep) {
-        detail::run_tile(mr, rows, nrows, B, k4n, c0, nc, info, ep);
+      [&](const uint8_t* const* ind, int taps, int nrows, const int8_t* B, int64_t k4t, int64_t c0,
+          int nc, const qint::detail::Row* info, const qint::detail::Epilogue& ep) {
+        detail::run_tile(mr, ind, taps, nrows, B, k4t, c0, nc, info, ep);
       });
 }
 

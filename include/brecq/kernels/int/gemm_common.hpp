@@ -42,14 +42,17 @@ struct Row {
   const uint8_t* res = nullptr;  ///< u8 residual row (channel 0 of r) or null
 };
 
-inline bool direct_rows(const PackedConv& pc) {
-  const ConvGeometry& g = pc.geometry;
-  return g.kernel_h == 1 && g.kernel_w == 1 && g.stride == 1 && g.padding == 0 && g.groups == 1 &&
-         g.in_channels % 4 == 0;
+/// Indirect GEMM (no im2col copy) when each tap's K slice is whole k4 groups.
+inline bool indirect(const PackedConv& pc) { return pc.geometry.cin_g() % 4 == 0; }
+
+inline int64_t taps(const PackedConv& pc) {
+  return indirect(pc) ? pc.geometry.kernel_h * pc.geometry.kernel_w : 1;
 }
 
+/// Per thread: the indirection table, the zero-point row (indirect) or the im2col rows.
 inline int64_t chunk_bytes(const PackedConv& pc) {
-  return (direct_rows(pc) ? 0 : kChunk * pc.kp) + 64;
+  const int64_t table = kChunk * taps(pc) * static_cast<int64_t>(sizeof(const uint8_t*));
+  return table + (indirect(pc) ? pc.geometry.cin_g() : kChunk * pc.kp) + 128;
 }
 
 inline Epilogue make_epilogue(const PackedConv& pc, const ConvArgs& a) {
@@ -119,51 +122,74 @@ inline int32_t row_sum(const uint8_t* p, int64_t n) {
   return static_cast<int32_t>(s);
 }
 
-/// Runs a GEMM-layout conv: tile(rows, nrows, panel, c0, nc, row_info, ep) computes one register
-/// tile of up to mr pixels (row pointers rows[0..mr), the last repeated past nrows) against the
-/// panel of channels [c0, c0 + nc) and runs the epilogue on it.
+/// Runs a GEMM-layout conv: tile(ind, taps, nrows, B, k4t, c0, nc, row_info, ep) computes one
+/// register tile of up to mr pixels against the panel of channels [c0, c0 + nc) and runs the
+/// epilogue on it; row r's tap t is 4 * k4t bytes at ind[r * taps + t].
+//
+// Indirect (cin_g % 4 == 0): ind points into the input itself, one pointer per (pixel, tap), and
+// padded taps at a row of zx bytes, so no im2col copy is made (XNNPACK's indirection buffer).
+// Otherwise (the 3-channel stem): im2col rows of kp bytes, one "tap".
 template <class Tile>
 inline void gemm_conv(const PackedConv& pc, const ConvArgs& a, int mr, Tile&& tile) {
   const ConvGeometry& g = pc.geometry;
   const int64_t OH = g.out_h(a.height), OW = g.out_w(a.width), P = a.batch * OH * OW;
-  const bool direct = direct_rows(pc);
+  const bool ind_mode = indirect(pc);
+  const int64_t nt = taps(pc), cin_g = g.cin_g();
+  const int64_t k4t = ind_mode ? cin_g / 4 : pc.kp / 4;
   const int64_t chunks = (P + kChunk - 1) / kChunk, tasks = chunks * g.groups;
   const int64_t per = chunk_bytes(pc);
   check(a.workspace != nullptr && a.workspace_bytes >= per * a.threads, "qint conv: workspace of ",
         a.workspace_bytes, " bytes, needs ", per * a.threads);
   const Epilogue ep = make_epilogue(pc, a);
   const int64_t panel_bytes = pc.kp * pc.nr, cout_g = g.cout_g();
+  const uint8_t zx = static_cast<uint8_t>(pc.input_zero_point);
   const int T = static_cast<int>(std::min<int64_t>(a.threads, tasks));
   parallel_for(0, T, 1, T, [&](int64_t sb, int64_t se) {
     for (int64_t slot = sb; slot < se; ++slot) {
-      uint8_t* buf = a.workspace + slot * per;
+      const uint8_t** table = reinterpret_cast<const uint8_t**>(a.workspace + slot * per);
+      uint8_t* buf = a.workspace + slot * per + kChunk * nt * static_cast<int64_t>(sizeof(void*));
+      if (ind_mode) std::memset(buf, zx, static_cast<size_t>(cin_g));  // the padded tap
       Row info[kChunk];
       for (int64_t task = tasks * slot / T; task < tasks * (slot + 1) / T; ++task) {
         const int64_t grp = task / chunks, p0 = task % chunks * kChunk;
         const int64_t np = std::min(kChunk, P - p0);
-        const uint8_t* base = direct ? a.input + p0 * g.in_channels : buf;
-        const int64_t lda = direct ? g.in_channels : pc.kp;
-        // One walk over the chunk's pixels (no divisions per row): im2col rows, row contexts.
+        // One walk over the chunk's pixels (no divisions per row): table, row contexts.
         int64_t n = p0 / (OH * OW), oh = p0 / OW % OH, ow = p0 % OW;
         for (int64_t i = 0; i < np; ++i) {
-          if (!direct) im2col_row(pc, a, n, oh, ow, grp, buf + i * pc.kp);
-          info[i] = make_row(a, p0 + i, n, oh, ow);
-          if (pc.has_col) info[i].colsum = row_sum(base + i * lda, pc.k);
+          const uint8_t** row = table + i * nt;
+          if (ind_mode) {
+            int32_t colsum = 0;
+            for (int64_t kh = 0, t = 0; kh < g.kernel_h; ++kh) {
+              const int64_t ih = oh * g.stride - g.padding + kh * g.dilation;
+              for (int64_t kw = 0; kw < g.kernel_w; ++kw, ++t) {
+                const int64_t iw = ow * g.stride - g.padding + kw * g.dilation;
+                row[t] = ih < 0 || ih >= a.height || iw < 0 || iw >= a.width
+                             ? buf
+                             : a.input + ((n * a.height + ih) * a.width + iw) * g.in_channels +
+                                   grp * cin_g;
+                if (pc.has_col) colsum += row_sum(row[t], cin_g);
+              }
+            }
+            info[i] = make_row(a, p0 + i, n, oh, ow);
+            info[i].colsum = colsum;
+          } else {
+            im2col_row(pc, a, n, oh, ow, grp, buf + i * pc.kp);
+            row[0] = buf + i * pc.kp;
+            info[i] = make_row(a, p0 + i, n, oh, ow);
+            if (pc.has_col) info[i].colsum = row_sum(row[0], pc.k);
+          }
           if (++ow == OW) {
             ow = 0;
             if (++oh == OH) oh = 0, ++n;
           }
         }
-        const uint8_t* rows[16];
         for (int64_t panel = 0; panel < pc.panels; ++panel) {
           const int8_t* B = pc.w8.data() + (grp * pc.panels + panel) * panel_bytes;
           const int64_t cl = panel * pc.nr, nc = std::min(pc.nr, cout_g - cl);
-          for (int64_t i = 0; i < np; i += mr) {
-            const int64_t nrows = std::min<int64_t>(mr, np - i);
-            for (int64_t r = 0; r < mr; ++r) rows[r] = base + (i + std::min(r, nrows - 1)) * lda;
-            tile(rows, static_cast<int>(nrows), B, grp * cout_g + cl, static_cast<int>(nc),
-                 info + i, ep);
-          }
+          for (int64_t i = 0; i < np; i += mr)
+            tile(table + i * nt, static_cast<int>(nt),
+                 static_cast<int>(std::min<int64_t>(mr, np - i)), B, k4t, grp * cout_g + cl,
+                 static_cast<int>(nc), info + i, ep);
         }
       }
     }
