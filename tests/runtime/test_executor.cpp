@@ -357,7 +357,8 @@ void check_graph(rt::Graph g, int64_t n, uint32_t seed, double max_mean_rel) {
       CAPTURE(q::isa_name(isa));
       CAPTURE(t);
       std::vector<float> got(want.size(), -1.0f);
-      ex.run(levels.data(), n, got.data(), t);
+      ex.set_threads(t);
+      ex.run(levels.data(), n, got.data());
       CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
     }
   }
@@ -419,8 +420,8 @@ TEST_CASE("Executor rejects invalid graphs and arguments") {
   std::vector<float> logits(20);
   CHECK_THROWS_WITH_AS(ex.run(levels.data(), 3, logits.data()),
                        doctest::Contains("batch 3 outside [1, 2]"), brecq::Error);
-  CHECK_THROWS_WITH_AS(ex.run(levels.data(), 2, logits.data(), 3),
-                       doctest::Contains("threads 3 outside [1, 2]"), brecq::Error);
+  CHECK_THROWS_WITH_AS(ex.set_threads(3), doctest::Contains("threads 3 outside [1, 2]"),
+                       brecq::Error);
   CHECK_THROWS_WITH_AS(ex.run(nullptr, 2, logits.data()), doctest::Contains("null input"),
                        brecq::Error);
   CHECK_THROWS_WITH_AS(rt::Executor(g, {.max_batch = 0}), doctest::Contains("max_batch"),
