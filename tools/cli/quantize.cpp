@@ -237,12 +237,14 @@ int run(const std::vector<std::string>& argv) {
   if (args.has("--data")) {
     data = load_image_folder(args.get_dir("--data"), {.preprocess = pre});
     report("FP", [&](const Tensor& x) { return model.forward(x); });
-    report("nearest rounding (W)", [&](const Tensor& x) { return qm.forward(x); });
+    report("nearest rounding (W)",
+           [&](const Tensor& x) { return qm.forward(x, quant::ForwardMode::weights_only()); });
   }
 
   if (!rounding_from.empty()) {
     quant::load_weight_rounding(qm, rounding_from);
-    report("rounding from file (W)", [&](const Tensor& x) { return qm.forward(x); });
+    report("rounding from file (W)",
+           [&](const Tensor& x) { return qm.forward(x, quant::ForwardMode::weights_only()); });
   }
 
   const size_t num_units = quant::units_for(granularity, qm.model).size();
@@ -251,7 +253,8 @@ int run(const std::vector<std::string>& argv) {
   if (qs.a_bits > 0)  // the weight pass alone, as the official code reports it
     run.on_unit_done = [&](const std::string& pass, size_t done) {
       if (pass == "weights" && done == num_units)
-        report("BRECQ weights only", [&](const Tensor& x) { return qm.forward(x); });
+        report("BRECQ weights only",
+               [&](const Tensor& x) { return qm.forward(x, quant::ForwardMode::weights_only()); });
     };
   const quant::BrecqReport rep = quant::run_brecq(granularity, qm, calib.images, s, run);
   std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after",

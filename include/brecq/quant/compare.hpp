@@ -50,9 +50,7 @@ inline CompareResult compare_brecq(const nn::Model& model, const Tensor& calib, 
         "compare_brecq: calibration images must be [N, ", model.in_channels, ", H, W], got ",
         calib.shape());
   check(val.size() >= 1, "compare_brecq: the validation set is empty");
-  const std::string& g = p.granularity;
-  check(g == "layer" || g == "block" || g == "stage" || g == "network",
-        "compare_brecq: granularity must be layer, block, stage or network, got '", g, "'");
+  units_for(p.granularity, model);  // validates the name before the evaluations
   const auto start = std::chrono::steady_clock::now();
   const int64_t n_val = p.eval.limit > 0 ? std::min<int64_t>(p.eval.limit, val.size()) : val.size();
   auto evaluate = [&](const std::string& what, const std::function<Tensor(const Tensor&)>& f) {
@@ -72,15 +70,11 @@ inline CompareResult compare_brecq(const nn::Model& model, const Tensor& calib, 
 
   const nn::Accuracy fp = evaluate("FP", [&](const Tensor& x) { return model.forward(x); });
   QuantModel qm(model, p.quant);  // folds BatchNorm into its own copy of the weights
-  if (p.quant.a_bits > 0) {
-    const int64_t n = std::min<int64_t>(p.recon.act_init_images, calib.dim(0));
-    qm.init_activations(calib.narrow(0, 0, n));
-    qm.act_quant = true;
-  }
+  if (qm.quantizes_activations())
+    qm.init_activations(calib.narrow(0, 0, std::min<int64_t>(p.recon.act_init_images, calib.dim(0))));
   const nn::Accuracy nearest = evaluate("nearest", [&](const Tensor& x) { return qm.forward(x); });
   // BRECQ starts from here: run_brecq learns the rounding with activations in FP, then
   // re-initialises the activation ranges through the learned weights and learns the steps.
-  qm.act_quant = false;
   BrecqReport report = run_brecq(p.granularity, qm, calib, p.recon);
   const nn::Accuracy brecq = evaluate("BRECQ", [&](const Tensor& x) { return qm.forward(x); });
   const double seconds =

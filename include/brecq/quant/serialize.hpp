@@ -166,7 +166,6 @@ inline QuantModel load_quantized(const std::string& path) {
     q.scale = f.to_f32(n + ".scale");
     q.zero_point = f.to_f32(n + ".zero_point");
   }
-  qm.act_quant = s.a_bits > 0;
   return qm;
 }
 
