@@ -277,7 +277,8 @@ TEST_CASE("run_brecq called as in the README refuses a checkpoint written with o
   Tensor moved = calib.clone();
   moved.data<float>()[7] += 1.0f;
   CHECK(differs(fresh, moved, s).starts_with("calib="));
-  CHECK(differs(QuantModel(test::tiny_resnet(4, 5, 8), {.w_bits = 2}), calib, s).starts_with("fp="));
+  CHECK(
+      differs(QuantModel(test::tiny_resnet(4, 5, 8), {.w_bits = 2}), calib, s).starts_with("fp="));
   const std::string bits = differs(QuantModel(test::tiny_resnet(), {.w_bits = 3}), calib, s);
   CHECK(bits.starts_with("state="));
   CHECK(bits.ends_with(" w_bits=3"));

@@ -56,8 +56,8 @@ inline std::string run_key(const QuantModel& qm, const Tensor& calib,
     fp = hash_bytes(l->name.data(), l->name.size(), fp);
     fp = hash_tensor(l->weight, hash_tensor(l->bias, fp));
     if (l->bn)
-      for (const Tensor* t : {&l->bn->weight, &l->bn->bias, &l->bn->running_mean,
-                              &l->bn->running_var})
+      for (const Tensor* t :
+           {&l->bn->weight, &l->bn->bias, &l->bn->running_mean, &l->bn->running_var})
         fp = hash_tensor(*t, fp);
     const UniformQuantizer& q = qm.weight_q[static_cast<size_t>(l->id)];
     state = hash_bytes(&q.config.bits, sizeof q.config.bits, state);
@@ -74,22 +74,20 @@ inline std::string run_key(const QuantModel& qm, const Tensor& calib,
   std::ostringstream k;
   k.precision(9);
   k << std::hex << "model=" << qm.model.arch << " fp=" << fp << " state=" << state
-    << " calib=" << hash_tensor(calib, 14695981039346656037ull) << std::dec
-    << " n=" << calib.dim(0) << " granularity=" << granularity << " w_bits=" << qs.w_bits
-    << " a_bits=" << qs.a_bits << " first_last_bits=" << qs.first_last_bits
-    << " input_bits=" << qs.input_bits << " w_init=" << static_cast<int>(qs.w_init)
-    << " a_init=" << static_cast<int>(qs.a_init) << " w_symmetric=" << qs.w_symmetric
-    << " fold_bn=" << qs.fold_batchnorm;
+    << " calib=" << hash_tensor(calib, 14695981039346656037ull) << std::dec << " n=" << calib.dim(0)
+    << " granularity=" << granularity << " w_bits=" << qs.w_bits << " a_bits=" << qs.a_bits
+    << " first_last_bits=" << qs.first_last_bits << " input_bits=" << qs.input_bits
+    << " w_init=" << static_cast<int>(qs.w_init) << " a_init=" << static_cast<int>(qs.a_init)
+    << " w_symmetric=" << qs.w_symmetric << " fold_bn=" << qs.fold_batchnorm;
   for (const auto& [name, b] : qs.layer_w_bits) k << " w_bits[" << name << "]=" << b;
   for (const auto& [name, b] : qs.point_a_bits) k << " a_bits[" << name << "]=" << b;
   k << " batch=" << s.batch << " iters_w=" << s.iters_w << " iters_a=" << s.iters_a
-    << " lr_w=" << s.lr_w << " lr_a=" << s.lr_a << " lambda=" << s.lambda
-    << " warmup=" << s.warmup << " beta=" << s.beta_start << ".." << s.beta_end
-    << " p_w=" << s.p_w << " p_a=" << s.p_a << " loss=" << static_cast<int>(s.loss)
-    << " recipe=" << static_cast<int>(s.recipe) << " qdrop=" << s.qdrop
-    << " lr_a_joint=" << s.lr_a_joint << " act_input_quantized=" << s.act_input_quantized
-    << " act_init_images=" << s.act_init_images << " seed=" << s.seed
-    << " threads=" << num_threads();
+    << " lr_w=" << s.lr_w << " lr_a=" << s.lr_a << " lambda=" << s.lambda << " warmup=" << s.warmup
+    << " beta=" << s.beta_start << ".." << s.beta_end << " p_w=" << s.p_w << " p_a=" << s.p_a
+    << " loss=" << static_cast<int>(s.loss) << " recipe=" << static_cast<int>(s.recipe)
+    << " qdrop=" << s.qdrop << " lr_a_joint=" << s.lr_a_joint
+    << " act_input_quantized=" << s.act_input_quantized << " act_init_images=" << s.act_init_images
+    << " seed=" << s.seed << " threads=" << num_threads();
   return k.str();
 }
 
@@ -159,7 +157,7 @@ struct BrecqRunOptions {
   /// run with the same model, FP weights, starting state, settings, calibration data and thread
   /// count (detail::run_key); any other is refused.
   std::string checkpoint{};
-  std::string key{};  ///< extra identity the library cannot see (e.g. file paths)
+  std::string key{};                ///< extra identity the library cannot see (e.g. file paths)
   UnitDoneCallback on_unit_done{};  ///< called after each unit, once its checkpoint is written
   bool rounding_installed = false;  ///< the weight rounding is already learned
                                     ///< (load_weight_rounding): skip the weight pass
@@ -172,10 +170,9 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
   const std::string& checkpoint = o.checkpoint;
   BrecqReport rep;
   Reconstructor<G> rec(qm, calib, s);
-  const std::string key =
-      checkpoint.empty() ? std::string()
-                         : detail::run_key(qm, calib, s, G::name) + (o.key.empty() ? "" : " ") +
-                               o.key;
+  const std::string key = checkpoint.empty() ? std::string()
+                                             : detail::run_key(qm, calib, s, G::name) +
+                                                   (o.key.empty() ? "" : " ") + o.key;
   detail::CheckpointState st;
   check(
       !(o.rounding_installed && rec.joint()),

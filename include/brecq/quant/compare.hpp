@@ -71,7 +71,8 @@ inline CompareResult compare_brecq(const nn::Model& model, const Tensor& calib, 
   const nn::Accuracy fp = evaluate("FP", [&](const Tensor& x) { return model.forward(x); });
   QuantModel qm(model, p.quant);  // folds BatchNorm into its own copy of the weights
   if (qm.quantizes_activations())
-    qm.init_activations(calib.narrow(0, 0, std::min<int64_t>(p.recon.act_init_images, calib.dim(0))));
+    qm.init_activations(
+        calib.narrow(0, 0, std::min<int64_t>(p.recon.act_init_images, calib.dim(0))));
   const nn::Accuracy nearest = evaluate("nearest", [&](const Tensor& x) { return qm.forward(x); });
   // BRECQ starts from here: run_brecq learns the rounding with activations in FP, then
   // re-initialises the activation ranges through the learned weights and learns the steps.

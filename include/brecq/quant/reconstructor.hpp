@@ -174,9 +174,15 @@ class Reconstructor {
       std::vector<AdaRound> rounding;  // learned here, installed in qm_ when done
       for (const nn::Layer* l : u.layers)
         rounding.push_back(AdaRound::init(l->weight, qm_.weight_q[static_cast<size_t>(l->id)]));
-      Learning L{.pass = "weights", .tag = "W", .iters = s_.iters_w, .p = s_.p_w,
-                 .seed = s_.seed * 1000003ull + i, .act = joint(), .quantized_input = true,
-                 .mix_inputs = joint(), .drop = joint() ? s_.qdrop : 0.0f};
+      Learning L{.pass = "weights",
+                 .tag = "W",
+                 .iters = s_.iters_w,
+                 .p = s_.p_w,
+                 .seed = s_.seed * 1000003ull + i,
+                 .act = joint(),
+                 .quantized_input = true,
+                 .mix_inputs = joint(),
+                 .drop = joint() ? s_.qdrop : 0.0f};
       L.groups.push_back({{}, s_.lr_w, false});
       for (size_t k = 0; k < u.layers.size(); ++k) {
         L.soft[u.layers[k]->id] = &rounding[k];
@@ -211,9 +217,14 @@ class Reconstructor {
     for (size_t i = start; i < units_.size(); ++i) {
       std::vector<Tensor> steps = learnable_steps(units_[i]);
       if (!steps.empty() && s_.iters_a > 0) {
-        Learning L{.pass = "activations", .tag = "A", .iters = s_.iters_a, .p = s_.p_a,
-                   .seed = s_.seed * 1000003ull + 500009ull + i, .act = true,
-                   .quantized_input = s_.act_input_quantized, .drop = s_.qdrop};
+        Learning L{.pass = "activations",
+                   .tag = "A",
+                   .iters = s_.iters_a,
+                   .p = s_.p_a,
+                   .seed = s_.seed * 1000003ull + 500009ull + i,
+                   .act = true,
+                   .quantized_input = s_.act_input_quantized,
+                   .drop = s_.qdrop};
         L.groups.push_back({std::move(steps), s_.lr_a, true});
         out.push_back(optimise(units_[i], i, L));
       }
@@ -244,8 +255,8 @@ class Reconstructor {
     uint64_t seed = 0;  ///< batch sampling
     bool act = false;   ///< activations quantized: in the inputs, the held loss and training
     bool quantized_input = false;  ///< unit inputs from the quantized model, else the FP one
-    bool mix_inputs = false;  ///< QDrop's unit input (each element FP with probability qdrop)
-    float drop = 0.0f;        ///< QDrop probability in the training forward passes
+    bool mix_inputs = false;       ///< QDrop's unit input (each element FP with probability qdrop)
+    float drop = 0.0f;             ///< QDrop probability in the training forward passes
     std::map<int, const AdaRound*> soft{};  ///< rounding being learned, by layer id
     std::vector<ParamGroup> groups{};
     std::function<Tensor(int64_t t)> regularizer{};  ///< added to the loss where defined
@@ -335,7 +346,8 @@ class Reconstructor {
       auto [fp_in, fp_out] = u.io(qm_.model, x, fp);
       outs.push_back(fp_out);
       if (L.mix_inputs) fp_ins.push_back(fp_in);
-      ins.push_back(L.quantized_input || L.mix_inputs ? u.io(qm_.model, x, quantized).first : fp_in);
+      ins.push_back(L.quantized_input || L.mix_inputs ? u.io(qm_.model, x, quantized).first
+                                                      : fp_in);
     }
     c.inputs = detail::stack_batches(ins);
     c.targets = detail::stack_batches(outs);
@@ -351,7 +363,8 @@ class Reconstructor {
       NoGrad ng;
       std::vector<Tensor> parts;
       for (int64_t b = 0; b < N; b += chunk)
-        parts.push_back(qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b)), ForwardMode::fp()));
+        parts.push_back(
+            qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b)), ForwardMode::fp()));
       fp_logits_ = detail::stack_batches(parts);
     }
     ForwardMode m{.soft = L.soft, .activations = L.act, .last_layer = -1, .last_point = -1};
@@ -362,12 +375,12 @@ class Reconstructor {
     for (int64_t b = 0; b < N; b += chunk) {
       const int64_t n = std::min(chunk, N - b);
       Tensor leaf;
-      const Tensor logits = u.forward_through(qm_.model, calib_.narrow(0, b, n), h,
-                                              [&](const Tensor& z) {
-                                                leaf = z.detach();
-                                                leaf.set_requires_grad(true);
-                                                return leaf;
-                                              });
+      const Tensor logits =
+          u.forward_through(qm_.model, calib_.narrow(0, b, n), h, [&](const Tensor& z) {
+            leaf = z.detach();
+            leaf.set_requires_grad(true);
+            return leaf;
+          });
       backward(kl_div(logits, fp_logits_.narrow(0, b, n)));
       grads.push_back(abs(leaf.grad()) + 1.0f);
     }
