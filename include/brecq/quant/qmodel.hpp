@@ -138,7 +138,9 @@ class QuantModel {
     if (init_weight_ranges)
       for (nn::Layer* l : layers) {
         UniformQuantizer& q = weight_q[static_cast<size_t>(l->id)];
-        init_range(q, l->weight);
+        std::unique_ptr<RangeObserver> o = make_observer(q.config);
+        o->observe(l->weight);
+        o->decide(q);
         hard_[static_cast<size_t>(l->id)] = nearest_weight(l->weight, q);
       }
     act_q.resize(static_cast<size_t>(model.num_points()));
