@@ -3,7 +3,7 @@
 # builds into build/. Idempotent: packages already present are skipped by apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist)
+packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist clang-format-14)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

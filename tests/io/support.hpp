@@ -53,6 +53,9 @@ struct TempDir {
   }
 };
 
+/// ../shared beside the project root (real data and models; tests skip with a message without it).
+inline std::string shared_dir() { return BRECQ_SHARED_DIR; }
+
 inline void write_file(const fs::path& p, const std::vector<uint8_t>& bytes) {
   std::ofstream o(p, std::ios::binary);
   o.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));

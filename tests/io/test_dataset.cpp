@@ -53,8 +53,6 @@ brecq::TensorDataset small_dataset() {
   return brecq::TensorDataset(Tensor::from_vector(Shape{10, 1, 2, 2}, v), labels);
 }
 
-std::string shared_dir() { return BRECQ_SHARED_DIR; }
-
 }  // namespace
 
 TEST_CASE("ImageFolder: sorted classes and files, labels, loading") {
@@ -219,8 +217,8 @@ TEST_CASE("load_image_folder: whole folder, limit, seeded subset") {
 }
 
 TEST_CASE("load_image_folder: real CIFAR-10 calibration and test sets") {
-  const std::string calib = shared_dir() + "/data/cifar10/calib";
-  const std::string test = shared_dir() + "/data/cifar10/test";
+  const std::string calib = brecq::test::shared_dir() + "/data/cifar10/calib";
+  const std::string test = brecq::test::shared_dir() + "/data/cifar10/test";
   if (!fs::exists(calib) || !fs::exists(test)) {
     MESSAGE("SKIPPED: ", calib, " or ", test,
             " not found (../shared is absent); CIFAR loading not run");

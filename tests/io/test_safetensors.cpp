@@ -36,12 +36,10 @@ std::string st_error(const std::string& header, size_t data_bytes) {
       [&] { SafetensorsFile::from_bytes(st_bytes(header, data_bytes), "bad.safetensors"); });
 }
 
-std::string shared_dir() { return BRECQ_SHARED_DIR; }
-
 }  // namespace
 
 TEST_CASE("safetensors: real ResNet-20 checkpoint") {
-  const std::string path = shared_dir() + "/models/resnet20_cifar10.safetensors";
+  const std::string path = brecq::test::shared_dir() + "/models/resnet20_cifar10.safetensors";
   if (!fs::exists(path)) {
     MESSAGE("SKIPPED: ", path, " not found (../shared is absent); real-checkpoint checks not run");
     return;

@@ -57,7 +57,15 @@ TEST_CASE("a small CNN trained with the library learns Fashion-MNIST") {
   std::vector<Tensor> params = m.parameters();
   for (Tensor& p : params) p.set_requires_grad(true);
   Sgd opt(params, {.lr = 0.05f, .momentum = 0.9f});
-  const int64_t batch = 64, steps = 300;  // 19,200 images, a third of one epoch
+#ifdef NDEBUG
+  const int64_t batch = 64, steps = 300, held_images = 2000;  // 19,200 images, a third of an epoch
+  const double min_top1 = 75.0;
+#else
+  // Unoptimised (sanitizer) builds: the same training at a reduced size.
+  const int64_t batch = 64, steps = 100, held_images = 1000;
+  const double min_top1 = 65.0;
+  MESSAGE("debug build: 100 steps instead of 300, 1,000 test images instead of 2,000");
+#endif
   const nn::ForwardHooks training{.training = true};
   float first_loss = 0, last_loss = 0;
   for (int64_t s = 0; s < steps; ++s) {
@@ -69,11 +77,11 @@ TEST_CASE("a small CNN trained with the library learns Fashion-MNIST") {
     opt.step();
     opt.zero_grad();
   }
-  const Batch held{test.images().narrow(0, 0, 2000),
-                   std::vector<int>(test.labels().begin(), test.labels().begin() + 2000)};
+  const Batch held{test.images().narrow(0, 0, held_images),
+                   std::vector<int>(test.labels().begin(), test.labels().begin() + held_images)};
   const nn::Accuracy acc = nn::evaluate([&](const Tensor& x) { return m.forward(x); }, held);
-  MESSAGE("loss " << first_loss << " -> " << last_loss << ", test top-1 on 2,000 images "
-                  << acc.top1_percent() << " %");
+  MESSAGE("loss " << first_loss << " -> " << last_loss << ", test top-1 on " << held_images
+                  << " images " << acc.top1_percent() << " %");
   CHECK(last_loss < 0.6f * first_loss);
-  CHECK(acc.top1_percent() >= 75.0);
+  CHECK(acc.top1_percent() >= min_top1);
 }

@@ -36,4 +36,26 @@ inline void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& f) {
   }
 }
 
+/// parallel_for with an explicit thread count (at most `threads` workers, serially when 1 or
+/// inside a parallel region), for callers that own their thread budget (the integer runtime).
+template <typename F>
+inline void parallel_for(int64_t begin, int64_t end, int64_t grain, int threads, F&& f) {
+  int64_t n = end - begin;
+  if (n <= 0) return;
+  int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
+  int t_used = static_cast<int>(std::min<int64_t>(threads, max_chunks));
+  if (t_used <= 1 || omp_in_parallel()) {
+    f(begin, end);
+    return;
+  }
+#pragma omp parallel num_threads(t_used)
+  {
+    int t = omp_get_thread_num();
+    int nt = omp_get_num_threads();
+    int64_t b = begin + n * t / nt;
+    int64_t e = begin + n * (t + 1) / nt;
+    if (b < e) f(b, e);
+  }
+}
+
 }  // namespace brecq
