@@ -3,7 +3,8 @@
 // MobileNetV2-like net (depthwise, inverted residuals, ReLU6, final 1x1 conv block). Every SIMD
 // execution equals the scalar reference execution bit for bit, for 1..3 threads; the integer
 // logits agree with a float simulation of the same graph (fake quantization at every point,
-// which also calibrated the points); every error path is checked.
+// which also calibrated the points); every error path is checked; the header pulls in no
+// Tensor, autodiff, nn/ or stb_image (checked at compile time).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -14,6 +15,21 @@
 #include <vector>
 
 #include "brecq/runtime/executor.hpp"
+
+// The runtime header pulls in no Tensor, autodiff, nn/ or stb_image: these definitions would
+// clash with the real ones (a redefinition error) if it did.
+namespace brecq {
+class Tensor {};
+}  // namespace brecq
+namespace brecq::autograd {
+class Tape {};
+}  // namespace brecq::autograd
+namespace brecq::nn {
+class Model {};
+}  // namespace brecq::nn
+#ifdef STBI_INCLUDE_STB_IMAGE_H
+#error "runtime/executor.hpp must not include stb_image"
+#endif
 
 namespace {
 

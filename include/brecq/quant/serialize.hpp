@@ -174,6 +174,34 @@ inline void install_weights(QuantModel& qm, const nn::Layer& l, const runtime::L
   qm.set_weight_levels(l, unpacked_levels(r, l.weight.shape()));
 }
 
+/// Rounds every conv bias whose input is quantized to its int32 accumulator grid
+/// (runtime::bias_steps times weight_scale * input_scale): the bias the integer runtime adds, so
+/// that the simulation of the file computes what the runtime computes. Returns the largest change.
+inline double snap_conv_biases(runtime::Graph& g) {
+  const std::vector<int> in = runtime::layer_input_points(g);
+  size_t i = 0;  // index into in: Graph::layers() order
+  double change = 0;
+  for (runtime::Block& blk : g.blocks)
+    for (auto* layers : {&blk.layers, &blk.shortcut_layers})
+      for (runtime::Layer& l : *layers) {
+        const int p = in[i++];
+        if (l.kind != runtime::LayerKind::conv || p < 0) continue;
+        const runtime::Point& pt = g.points[static_cast<size_t>(p)];
+        if (!pt.enabled) continue;
+        for (size_t o = 0; o < l.bias.size(); ++o) {
+          const int64_t k = runtime::bias_steps(l.bias[o], l.weight_scale[o], pt.scale);
+          check(std::abs(k) < (int64_t{1} << 30), "save_quantized: layer ", l.name, " bias ", o,
+                " (", l.bias[o], ") is ", k, " steps of its accumulator, expected fewer than 2^30");
+          const float b =
+              static_cast<float>(static_cast<double>(k) * static_cast<double>(l.weight_scale[o]) *
+                                 static_cast<double>(pt.scale));
+          change = std::max(change, std::abs(static_cast<double>(b) - l.bias[o]));
+          l.bias[o] = b;
+        }
+      }
+  return change;
+}
+
 /// Checks that qm's layers have the geometry of g's (same names in the same order).
 inline void check_same_layers(const nn::Model& m, const runtime::Graph& g,
                               const std::string& what) {
@@ -382,7 +410,29 @@ inline runtime::Graph to_graph(const QuantModel& qm, const SaveQuantizedParams& 
     r.out_point = b.out_point;
     g.blocks.push_back(std::move(r));
   }
+  detail::snap_conv_biases(g);
   return g;
+}
+
+/// Rounds qm's conv biases to their int32 accumulator grids, as to_graph (and so save_quantized)
+/// does: afterwards qm computes what its saved file and the integer runtime compute. Call it
+/// when BRECQ is done (the grids depend on the learned activation steps). Returns the largest
+/// change of a bias.
+inline double snap_biases(QuantModel& qm) {
+  const runtime::Graph g = to_graph(qm);
+  const auto gl = g.layers();
+  const auto ml = qm.model.layers();
+  double change = 0;
+  for (size_t i = 0; i < ml.size(); ++i) {
+    nn::Layer& l = *ml[i];
+    if (!l.bias.defined()) continue;
+    Tensor b = Tensor::from_data<float>(l.bias.shape(), gl[i]->bias.data());
+    for (int64_t o = 0; o < b.numel(); ++o)
+      change = std::max(
+          change, static_cast<double>(std::abs(b.data<float>()[o] - l.bias.data<float>()[o])));
+    l.bias = b;
+  }
+  return change;
 }
 
 /// The fake-quantized model of graph g, built from g alone (no model registry); `what` names g
@@ -531,6 +581,7 @@ inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
   const std::string what = "quantized model '" + path + "'";
   if (g) detail::check_same_layers(qm.model, *g, what);
   const auto gl = g ? g->layers() : std::vector<const runtime::Layer*>{};
+  const std::vector<int> in = g ? runtime::layer_input_points(*g) : std::vector<int>{};
   const auto ml = qm.model.layers();
   for (size_t i = 0; i < ml.size(); ++i) {
     const nn::Layer* l = ml[i];
@@ -548,9 +599,16 @@ inline void load_weight_rounding(QuantModel& qm, const std::string& path) {
     if (!l->bias.defined()) continue;
     check(fb.shape() == l->bias.shape(), what, ": ", b, " has shape ", fb.shape(), ", expected ",
           l->bias.shape());
+    // Version 2 rounds conv biases to their accumulator grid (snap_conv_biases): half a step.
+    const bool snapped = g && gl[i]->kind == runtime::LayerKind::conv && in[i] >= 0 &&
+                         g->points[static_cast<size_t>(in[i])].enabled;
     float diff = 0.0f;
-    for (int64_t k = 0; k < fb.numel(); ++k)
-      diff = std::max(diff, std::abs(fb.data<float>()[k] - l->bias.data<float>()[k]));
+    for (int64_t k = 0; k < fb.numel(); ++k) {
+      const float step = snapped ? gl[i]->weight_scale[static_cast<size_t>(k)] *
+                                       g->points[static_cast<size_t>(in[i])].scale
+                                 : 0.0f;
+      diff = std::max(diff, std::abs(fb.data<float>()[k] - l->bias.data<float>()[k]) - 0.5f * step);
+    }
     check(diff <= 1e-5f, what, ": ", b, " differs from the model's by ", diff,
           " (was it made from other FP weights?)");
   }

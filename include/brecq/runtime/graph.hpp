@@ -9,9 +9,9 @@
 //     2^bits - 1) (rounding half to even), x^ = (q - zero_point) * scale.
 //   - A layer's weight is quantized per output channel o: w^ = (level - zero_point[o]) * scale[o],
 //     level in [0, 2^weight_bits - 1]. Levels are stored packed: see storage_bits / packed_level.
-//   - Zero points are integers. The integer runtime needs them on the grid [0, 2^bits - 1]
-//     (validate_integer); the simulation allows others (a weight channel whose values do not
-//     straddle 0 gets one from the range search), so validate only bounds them by 2^20.
+//   - Zero points are integers within ±2^20 (kMaxZeroPoint). Activation points need theirs on the
+//     grid [0, 2^bits - 1] to run on integers (validate_integer); a weight channel whose values do
+//     not straddle 0 gets an off-grid one from the range search, which the integer kernels handle.
 //   - A layer computes linear part (+ bias), then its activation, then its point (if any).
 //   - A block: optional global average pool, its layers in order, the residual add (shortcut),
 //     out_activation, optional max pool, then out_point (if any). The head's last layer gives
@@ -214,6 +214,34 @@ struct Graph {
     return out;
   }
 };
+
+/// The point whose levels feed each layer, in Graph::layers() order: the block input's point for
+/// a block's first main-path layer and for its shortcut layers (the previous block's out_point,
+/// input_point for the first block), the previous layer's act_point otherwise; -1 where that
+/// tensor is not quantized.
+inline std::vector<int> layer_input_points(const Graph& g) {
+  std::vector<int> out;
+  int block_in = g.input_point;
+  for (const Block& b : g.blocks) {
+    int cur = block_in;
+    for (const Layer& l : b.layers) {
+      out.push_back(cur);
+      cur = l.act_point;
+    }
+    for (size_t i = 0; i < b.shortcut_layers.size(); ++i)
+      out.push_back(i == 0 ? block_in : b.shortcut_layers[i - 1].act_point);
+    block_in = b.out_point;
+  }
+  return out;
+}
+
+/// A conv bias as the integer runtime adds it: on the int32 grid of its accumulator,
+/// round(bias / (weight_scale * input_scale)) in double, ties away from zero.
+inline int64_t bias_steps(float bias, float weight_scale, float input_scale) {
+  return static_cast<int64_t>(
+      std::round(static_cast<double>(bias) /
+                 (static_cast<double>(weight_scale) * static_cast<double>(input_scale))));
+}
 
 // ---- shapes -----------------------------------------------------------------------------------
 
@@ -477,15 +505,6 @@ inline void validate_integer(const Graph& g, const std::string& what) {
           " has zero point ", pt.zero_point, " off its ", pt.bits, "-bit grid 0..", pt.qmax(),
           "; the integer runtime needs zero points on the grid");
   }
-  for (const Layer* l : g.layers())
-    for (size_t o = 0; o < l->weight_zero_point.size(); ++o) {
-      const int32_t z = l->weight_zero_point[o];
-      check(z >= 0 && z <= l->weight_qmax(), what, ": layer ", l->name, " output channel ", o,
-            " has weight zero point ", z, " off its ", l->weight_bits, "-bit grid 0..",
-            l->weight_qmax(),
-            " (the channel's weight range does not contain 0); the integer runtime needs zero "
-            "points on the grid");
-    }
   const Block& head = g.blocks.back();
   check(head.out_point == -1 && head.layers.back().act_point == -1 &&
             head.layers.back().kind == LayerKind::linear,

@@ -39,23 +39,55 @@ __attribute__((target("avx2,fma"))) inline __m256i clamp64(__m256i x, __m256i lo
   return _mm256_blendv_epi8(x, hi, _mm256_cmpgt_epi64(x, hi));
 }
 
-/// Requantizes 8 channels [c, c + n) of one row.
+/// The per-channel constants of 8 output channels [c, c + n), loaded once for all rows of a tile.
+struct Channels8 {
+  int64_t c = 0;
+  int n = 0;
+  __m256i m, offset, col, mul_e, mul_o, m2_e, m2_o, sh_e, sh_o, rnd_e, rnd_o;
+};
+
+__attribute__((target("avx2,fma"))) inline Channels8 load_channels(const Epilogue& ep, int64_t c,
+                                                                   int n) {
+  Channels8 ch;
+  ch.c = c;
+  ch.n = n;
+  ch.m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i zero = _mm256_setzero_si256();
+  ch.offset = _mm256_maskload_epi32(ep.offset + c, ch.m);
+  ch.col = ep.has_col ? _mm256_maskload_epi32(ep.col + c, ch.m) : zero;
+  ch.mul_e = ch.mul_o = ch.m2_e = ch.m2_o = ch.sh_e = ch.sh_o = ch.rnd_e = ch.rnd_o = zero;
+  if (ep.out_s32) return ch;
+  const Requant& q = *ep.rq;
+  ch.mul_e = _mm256_maskload_epi32(q.multiplier + c, ch.m);
+  ch.mul_o = _mm256_srli_epi64(ch.mul_e, 32);
+  if (ep.residual != ResidualKind::none) {
+    ch.m2_e = _mm256_maskload_epi32(q.residual_multiplier + c, ch.m);
+    ch.m2_o = _mm256_srli_epi64(ch.m2_e, 32);
+  }
+  const __m256i sh = _mm256_maskload_epi32(q.shift + c, ch.m);
+  const __m256i one = _mm256_set1_epi64x(1);
+  ch.sh_e = _mm256_and_si256(sh, _mm256_set1_epi64x(0xFFFFFFFFLL));
+  ch.sh_o = _mm256_srli_epi64(sh, 32);
+  ch.rnd_e = _mm256_sllv_epi64(one, _mm256_sub_epi64(ch.sh_e, one));  // masked lanes: 0
+  ch.rnd_o = _mm256_sllv_epi64(one, _mm256_sub_epi64(ch.sh_o, one));
+  return ch;
+}
+
+/// Requantizes channels [c, c + n) (n <= 8) of one row.
 __attribute__((target("avx2,fma"))) inline void epilogue8(__m256i acc, const Epilogue& ep,
-                                                          const Row& row, int64_t c, int n) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes);
-  __m256i v = _mm256_add_epi32(acc, _mm256_maskload_epi32(ep.offset + c, m));
+                                                          const Channels8& ch, const Row& row) {
+  const int64_t c = ch.c;
+  const int n = ch.n;
+  __m256i v = _mm256_add_epi32(acc, ch.offset);
   if (ep.has_col)  // wraps mod 2^32 like the sum it corrects; the true value fits in int32
-    v = _mm256_add_epi32(
-        v, _mm256_mullo_epi32(_mm256_maskload_epi32(ep.col + c, m), _mm256_set1_epi32(row.colsum)));
+    v = _mm256_add_epi32(v, _mm256_mullo_epi32(ch.col, _mm256_set1_epi32(row.colsum)));
   if (ep.out_s32) {
-    _mm256_maskstore_epi32(ep.out_s32 + row.pix * ep.channels + c, m, v);
+    _mm256_maskstore_epi32(ep.out_s32 + row.pix * ep.channels + c, ch.m, v);
     return;
   }
   const Requant& q = *ep.rq;
-  const __m256i mul = _mm256_maskload_epi32(q.multiplier + c, m);
-  __m256i ev = _mm256_mul_epi32(v, mul);
-  __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(v, 32), _mm256_srli_epi64(mul, 32));
+  __m256i ev = _mm256_mul_epi32(v, ch.mul_e);
+  __m256i od = _mm256_mul_epi32(_mm256_srli_epi64(v, 32), ch.mul_o);
   if (ep.residual != ResidualKind::none) {
     __m256i t;
     if (ep.residual == ResidualKind::u8) {
@@ -71,19 +103,13 @@ __attribute__((target("avx2,fma"))) inline void epilogue8(__m256i acc, const Epi
         t = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp));
       }
     } else {
-      t = _mm256_maskload_epi32(ep.res_s32 + row.pix * ep.channels + c, m);
+      t = _mm256_maskload_epi32(ep.res_s32 + row.pix * ep.channels + c, ch.m);
     }
-    const __m256i m2 = _mm256_maskload_epi32(q.residual_multiplier + c, m);
-    ev = _mm256_add_epi64(ev, _mm256_mul_epi32(t, m2));
-    od =
-        _mm256_add_epi64(od, _mm256_mul_epi32(_mm256_srli_epi64(t, 32), _mm256_srli_epi64(m2, 32)));
+    ev = _mm256_add_epi64(ev, _mm256_mul_epi32(t, ch.m2_e));
+    od = _mm256_add_epi64(od, _mm256_mul_epi32(_mm256_srli_epi64(t, 32), ch.m2_o));
   }
-  const __m256i sh = _mm256_maskload_epi32(q.shift + c, m);
-  const __m256i she = _mm256_and_si256(sh, _mm256_set1_epi64x(0xFFFFFFFFLL));
-  const __m256i sho = _mm256_srli_epi64(sh, 32);
-  const __m256i one = _mm256_set1_epi64x(1);
-  ev = srav64(_mm256_add_epi64(ev, _mm256_sllv_epi64(one, _mm256_sub_epi64(she, one))), she);
-  od = srav64(_mm256_add_epi64(od, _mm256_sllv_epi64(one, _mm256_sub_epi64(sho, one))), sho);
+  ev = srav64(_mm256_add_epi64(ev, ch.rnd_e), ch.sh_e);
+  od = srav64(_mm256_add_epi64(od, ch.rnd_o), ch.sh_o);
   const __m256i z = _mm256_set1_epi64x(q.out_zero), lo = _mm256_set1_epi64x(q.lo),
                 hi = _mm256_set1_epi64x(q.hi);
   ev = clamp64(_mm256_add_epi64(ev, z), lo, hi);
@@ -151,10 +177,12 @@ __attribute__((target("avx2,fma"))) inline void tile(const uint8_t* const* ind, 
     _mm256_store_si256(reinterpret_cast<__m256i*>(out[r]), acc[r][0]);
     _mm256_store_si256(reinterpret_cast<__m256i*>(out[r] + 8), acc[r][1]);
   }
-  for (int r = 0; r < nrows; ++r)
-    for (int v = 0; v < 2 && 8 * v < nc; ++v)
-      epilogue8(_mm256_load_si256(reinterpret_cast<const __m256i*>(out[r] + 8 * v)), ep, info[r],
-                c0 + 8 * v, std::min(8, nc - 8 * v));
+  for (int v = 0; v < 2 && 8 * v < nc; ++v) {
+    const Channels8 ch = load_channels(ep, c0 + 8 * v, std::min(8, nc - 8 * v));
+    for (int r = 0; r < nrows; ++r)
+      epilogue8(_mm256_load_si256(reinterpret_cast<const __m256i*>(out[r] + 8 * v)), ep, ch,
+                info[r]);
+  }
 }
 
 /// Depthwise 3x3 over pixels [p0, p1): vpmaddwd of (x - zx) in 32-bit lanes against (wq - zw)
@@ -192,7 +220,7 @@ __attribute__((target("avx2,fma"))) inline void depthwise_rows(const PackedConv&
         acc = _mm256_add_epi32(
             acc, _mm256_madd_epi16(x, _mm256_maskload_epi32(pc.wdw.data() + tap_id[t] * C + c, m)));
       }
-      epilogue8(acc, ep, row, c, nc);
+      epilogue8(acc, ep, load_channels(ep, c, nc), row);
     }
   }
 }
