@@ -100,6 +100,9 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
         .value_name = "N",
         .help = "random seed",
         .default_value = std::to_string(paper.seed)},
+       {.name = "--out",
+        .value_name = "FILE",
+        .help = "save the BRECQ model (quantized model file, as `brecq quantize` writes)"},
        {.name = "--no-progress", .help = "no progress bars"}});
   if (!args.parse(argv)) return 0;
   const bool imagenet = args.has("--weights") || args.has("--calib") || args.has("--val");
@@ -125,6 +128,9 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
     print_result(what, a, imagenet);
   };
   const int64_t calib_size = args.get_int("--calib-size", 1);
+  quant::SaveQuantizedParams save;  // what --out records besides the model
+  if (args.has("--out") && !fs::is_directory(fs::absolute(args.get("--out")).parent_path()))
+    args.fail("flag --out expects a file in an existing folder, got '" + args.get("--out") + "'");
 
   std::printf(
       "resnet18_w2a4: BRECQ W%dA%d (first and last layer %d-bit), %s reconstruction,"
@@ -171,6 +177,11 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
     const MnistParams norm{.normalize = true,
                            .mean = stat("normalize_mean", MnistParams{}.mean),
                            .std = stat("normalize_std", MnistParams{}.std)};
+    save.options = {.num_classes = model.num_classes,
+                    .in_channels = model.in_channels,
+                    .base_width = model.blocks[0].layers[0].out_channels()};
+    save.preprocessing =
+        quant::Preprocessing{.name = "fashion_mnist", .mean = {norm.mean}, .std = {norm.std}};
     const FashionMnist train = FashionMnist::load(MnistSplit::train, norm, args.get_dir("--data"));
     const FashionMnist test = FashionMnist::load(MnistSplit::test, norm, args.get_dir("--data"));
     if (calib_size > train.size())
@@ -197,6 +208,10 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
     std::printf("W%dA%d top-5: FP %.2f %%, round-to-nearest %.2f %%, BRECQ %.2f %%\n",
                 p.quant.w_bits, p.quant.a_bits, r.fp.top5_percent(), r.nearest.top5_percent(),
                 r.brecq.top5_percent());
+  if (args.has("--out")) {
+    quant::save_quantized(r.quantized, args.get("--out"), save);
+    std::printf("saved %s\n", args.get("--out").c_str());
+  }
   std::printf("time %s (BRECQ weight pass %.0f s, activation pass %.0f s)\n",
               quant::ProgressBar::format_time(r.seconds).c_str(), r.report.weight_seconds,
               r.report.act_seconds);

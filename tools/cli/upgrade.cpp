@@ -14,20 +14,22 @@ namespace {
 using namespace brecq;
 
 int run(const std::vector<std::string>& argv) {
-  cli::Args args("upgrade",
-                 "Rewrites a quantized model file written by an older brecq (format " +
-                     std::string(quant::kQuantizedFormatV1) + ") in the current format (" +
-                     quant::kQuantizedFormat +
-                     "), which `brecq infer` and the integer runtime read. The model is the same: "
-                     "weight levels, scales, zero points and activation quantizers are copied.",
-                 {{.name = "--quantized",
-                   .value_name = "FILE",
-                   .help = "quantized model to upgrade",
-                   .required = true},
-                  {.name = "--out",
-                   .value_name = "FILE",
-                   .help = "upgraded model (safetensors)",
-                   .required = true}});
+  cli::Args args(
+      "upgrade",
+      "Rewrites a quantized model file written by an older brecq (format " +
+          std::string(quant::kQuantizedFormatV1) + ") in the current format (" +
+          quant::kQuantizedFormat +
+          "), which `brecq infer` and the integer runtime read. Weight levels, scales, zero "
+          "points and activation quantizers are copied; conv biases are rounded to the int32 grid "
+          "of their accumulator, as the integer runtime adds them.",
+      {{.name = "--quantized",
+        .value_name = "FILE",
+        .help = "quantized model to upgrade",
+        .required = true},
+       {.name = "--out",
+        .value_name = "FILE",
+        .help = "upgraded model (safetensors)",
+        .required = true}});
   if (!args.parse(argv)) return 0;
   const std::string in = args.get_file("--quantized");
   const std::string out = args.get("--out");
@@ -39,6 +41,8 @@ int run(const std::vector<std::string>& argv) {
     args.fail("flag --out must name another file than --quantized, got '" + out + "' for both");
 
   quant::QuantizedFile f = quant::read_quantized(in);
+  // Version 2 keeps conv biases on their int32 accumulator grid (what the integer runtime adds).
+  const double bias_change = quant::snap_biases(f.model);
   quant::save_quantized(f.model, out, f.params);
   // The file written must describe the same quantized model.
   const quant::QuantModel back = quant::load_quantized(out);
@@ -47,8 +51,11 @@ int run(const std::vector<std::string>& argv) {
         "': ", diff);
 
   const quant::QuantModel& qm = f.model;
-  std::printf("%s: %s (version %d) -> %s (%s)\n", qm.model.arch.c_str(), in.c_str(), f.version,
-              out.c_str(), quant::kQuantizedFormat);
+  std::printf(
+      "%s: %s (version %d) -> %s (%s); conv biases rounded to their int32 accumulator "
+      "grid (largest change %.3g)\n",
+      qm.model.arch.c_str(), in.c_str(), f.version, out.c_str(), quant::kQuantizedFormat,
+      bias_change);
   const bool fp_input =
       qm.model.input_point < 0 || !qm.act_enabled[static_cast<size_t>(qm.model.input_point)];
   if (qm.settings.a_bits == 0)

@@ -66,6 +66,7 @@ class Executor {
     check(opt_.height >= 1 && opt_.width >= 1, what,
           ": input size unknown (the graph has none), pass height and width; got ", opt_.height,
           "x", opt_.width);
+    threads_ = o.threads;
     points_ = g.points;
     input_point_ = g.input_point;
     in_channels_ = g.options.in_channels;
@@ -78,7 +79,6 @@ class Executor {
   int64_t width() const { return opt_.width; }
   int64_t in_channels() const { return in_channels_; }
   int64_t num_classes() const { return num_classes_; }
-  int threads() const { return opt_.threads; }
   qint::Isa isa() const { return opt_.isa; }
   const Point& input_point() const { return points_[static_cast<size_t>(input_point_)]; }
 
@@ -89,15 +89,21 @@ class Executor {
     quantize_levels(input_point(), images, batch * in_channels_ * opt_.height * opt_.width, levels);
   }
 
+  /// Threads of the following runs: 1 .. the constructor's count (the workspace's size).
+  void set_threads(int threads) {
+    check(threads >= 1 && threads <= opt_.threads, "Executor::set_threads: threads ", threads,
+          " outside [1, ", opt_.threads, "] (the workspace is sized for the constructor's count)");
+    threads_ = threads;
+  }
+  int threads() const { return threads_; }
+
   /// input: NCHW levels of the input point [batch, in_channels, height, width]; logits:
-  /// [batch, num_classes]. threads: 0 = the constructor's count, else at most that many.
-  void run(const uint8_t* input, int64_t batch, float* logits, int threads = 0) {
+  /// [batch, num_classes].
+  void run(const uint8_t* input, int64_t batch, float* logits) {
     check(input != nullptr && logits != nullptr, "Executor::run: null input or logits");
     check(batch >= 1 && batch <= opt_.max_batch, "Executor::run: batch ", batch, " outside [1, ",
           opt_.max_batch, "] (max_batch given at construction)");
-    const int T = threads == 0 ? opt_.threads : threads;
-    check(T >= 1 && T <= opt_.threads, "Executor::run: threads ", T, " outside [1, ", opt_.threads,
-          "] (the workspace is sized for the constructor's count)");
+    const int T = threads_;
     const int32_t qmax = input_point().qmax();
     const int64_t C = in_channels_, HW = opt_.height * opt_.width;
     uint8_t* x = act_[0].data();
@@ -241,11 +247,12 @@ class Executor {
               activation_name(l.activation), ", expected none");
         const Point& xin = point(in_p);
         bp.head = true;
-        bp.linear = qint::pack_linear(l.in_channels, l.out_channels,
-                                      {.levels = l.weight_levels.data(),
+        bp.linear = qint::pack_linear({.levels = l.weight_levels.data(),
                                        .bits = l.weight_bits,
                                        .zero_points = l.weight_zero_point.data()},
-                                      {.weight_scale = l.weight_scale.data(),
+                                      {.in = l.in_channels,
+                                       .out = l.out_channels,
+                                       .weight_scale = l.weight_scale.data(),
                                        .bias = l.bias.empty() ? nullptr : l.bias.data(),
                                        .input_scale = xin.scale,
                                        .input_zero_point = xin.zero_point});
@@ -351,8 +358,15 @@ class Executor {
     const uint8_t* x = act_[in].data();
     if (bp.head) {
       const int64_t hw = bp.in_h * bp.in_w;
-      qint::global_sum_pool(x, batch, hw, bp.in_c, sums_.data(), T);
-      qint::linear_logits(bp.linear, sums_.data(), batch, hw, logits, T);
+      qint::global_sum_pool({.input = x,
+                             .sums = sums_.data(),
+                             .batch = batch,
+                             .hw = hw,
+                             .channels = bp.in_c,
+                             .threads = T});
+      qint::linear_logits(
+          bp.linear,
+          {.sums = sums_.data(), .logits = logits, .batch = batch, .hw = hw, .threads = T});
       return in;
     }
     if (!bp.shortcut.empty()) conv(bp.shortcut[0], x, batch, nullptr, s32_.data(), {}, T);
@@ -401,6 +415,7 @@ class Executor {
   }
 
   ExecutorOptions opt_;
+  int threads_ = 1;
   std::vector<Point> points_;
   int input_point_ = -1;
   int64_t in_channels_ = 0, num_classes_ = 0;

@@ -455,7 +455,12 @@ TEST_CASE("qint pooling and the float-logit classifier") {
           }
   }
   std::vector<int32_t> sums(static_cast<size_t>(N * C));
-  q::global_sum_pool(x.data(), N, H * W, C, sums.data(), 2);
+  q::global_sum_pool({.input = x.data(),
+                      .sums = sums.data(),
+                      .batch = N,
+                      .hw = H * W,
+                      .channels = C,
+                      .threads = 2});
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
       int32_t s = 0;
@@ -471,10 +476,15 @@ TEST_CASE("qint pooling and the float-logit classifier") {
   const float sx = 0.05f;
   const int32_t zx = 7;
   const q::PackedLinear pl = q::pack_linear(
-      C, out, {.levels = packed.data(), .bits = 4, .zero_points = zw.data()},
-      {.weight_scale = ws.data(), .bias = bias.data(), .input_scale = sx, .input_zero_point = zx});
+      {.levels = packed.data(), .bits = 4, .zero_points = zw.data()}, {.in = C,
+                                                                       .out = out,
+                                                                       .weight_scale = ws.data(),
+                                                                       .bias = bias.data(),
+                                                                       .input_scale = sx,
+                                                                       .input_zero_point = zx});
   std::vector<float> logits(static_cast<size_t>(N * out));
-  q::linear_logits(pl, sums.data(), N, H * W, logits.data(), 2);
+  q::linear_logits(
+      pl, {.sums = sums.data(), .logits = logits.data(), .batch = N, .hw = H * W, .threads = 2});
   for (int64_t n = 0; n < N; ++n)
     for (int64_t o = 0; o < out; ++o) {
       double want = bias[static_cast<size_t>(o)];
@@ -493,8 +503,10 @@ TEST_CASE("qint pooling and the float-logit classifier") {
                                     .channels = C,
                                     .padding = 2}),
                        doctest::Contains("padding 2"), brecq::Error);
-  CHECK_THROWS_WITH_AS(q::global_sum_pool(x.data(), 0, 1, 1, sums.data(), 1),
-                       doctest::Contains("invalid arguments"), brecq::Error);
+  CHECK_THROWS_WITH_AS(
+      q::global_sum_pool(
+          {.input = x.data(), .sums = sums.data(), .batch = 0, .hw = 1, .channels = 1}),
+      doctest::Contains("invalid arguments"), brecq::Error);
 }
 
 TEST_CASE("parallel_for with an explicit thread count covers the range once") {

@@ -120,7 +120,7 @@ inline void im2col_row(const PackedConv& pc, const ConvArgs& a, int64_t n, int64
 
 /// Sum of n bytes (the column sums of 8-bit-weight layers): vpsadbw on 32 bytes at a time. Only
 /// the SIMD convs call it, and both need AVX2.
-__attribute__((target("avx2"))) inline int32_t row_sum(const uint8_t* p, int64_t n) {
+__attribute__((target("avx2,sse4.1"))) inline int32_t row_sum(const uint8_t* p, int64_t n) {
   __m256i acc = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32)
@@ -130,6 +130,12 @@ __attribute__((target("avx2"))) inline int32_t row_sum(const uint8_t* p, int64_t
   alignas(32) int64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
   int64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  if (i + 16 <= n) {  // the 16-channel layers of CIFAR ResNets
+    const __m128i h =
+        _mm_sad_epu8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i)), _mm_setzero_si128());
+    s += _mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1);
+    i += 16;
+  }
   for (; i < n; ++i) s += p[i];
   return static_cast<int32_t>(s);
 }

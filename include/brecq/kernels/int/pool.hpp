@@ -50,9 +50,19 @@ inline void max_pool(const MaxPoolArgs& a) {
   });
 }
 
+struct GlobalPoolArgs {
+  const uint8_t* input = nullptr;  ///< NHWC levels [batch, hw, channels]
+  int32_t* sums = nullptr;         ///< [batch, channels]
+  int64_t batch = 0, hw = 0, channels = 0;
+  int threads = 1;
+};
+
 /// sums[n, c] = sum over h, w of x[n, h, w, c] (NHWC levels), exact in int32.
-inline void global_sum_pool(const uint8_t* x, int64_t batch, int64_t hw, int64_t channels,
-                            int32_t* sums, int threads) {
+inline void global_sum_pool(const GlobalPoolArgs& a) {
+  const uint8_t* x = a.input;
+  int32_t* sums = a.sums;
+  const int64_t batch = a.batch, hw = a.hw, channels = a.channels;
+  const int threads = a.threads;
   check(x && sums && batch >= 1 && hw >= 1 && channels >= 1 && hw <= (int64_t{1} << 23),
         "qint::global_sum_pool: invalid arguments (", batch, " x ", hw, " x ", channels, ")");
   parallel_for(0, batch, 1, threads, [&](int64_t b, int64_t e) {
@@ -78,14 +88,15 @@ struct PackedLinear {
 };
 
 struct LinearPackParams {
+  int64_t in = 0, out = 0;              ///< features
   const float* weight_scale = nullptr;  ///< [out]
   const float* bias = nullptr;          ///< [out] or null
   float input_scale = 1.0f;
   int32_t input_zero_point = 0;
 };
 
-inline PackedLinear pack_linear(int64_t in, int64_t out, const WeightView& w,
-                                const LinearPackParams& p) {
+inline PackedLinear pack_linear(const WeightView& w, const LinearPackParams& p) {
+  const int64_t in = p.in, out = p.out;
   check(in >= 1 && out >= 1 && w.levels && w.zero_points && p.weight_scale && w.bits >= 2 &&
             w.bits <= 8,
         "qint::pack_linear: invalid arguments (", in, " -> ", out, ", ", w.bits, " bits)");
@@ -111,8 +122,18 @@ inline PackedLinear pack_linear(int64_t in, int64_t out, const WeightView& w,
 /// zx)
 /// + bias[o]: the mean of the dequantized pooled input times the dequantized weight, with the
 /// integer dot product exact in int64 and one rounding to float at the end.
-inline void linear_logits(const PackedLinear& pl, const int32_t* sums, int64_t batch, int64_t hw,
-                          float* logits, int threads) {
+struct LinearArgs {
+  const int32_t* sums = nullptr;  ///< [batch, in] from global_sum_pool
+  float* logits = nullptr;        ///< [batch, out]
+  int64_t batch = 0, hw = 0;      ///< hw: pixels the sums ran over
+  int threads = 1;
+};
+
+inline void linear_logits(const PackedLinear& pl, const LinearArgs& a) {
+  const int32_t* sums = a.sums;
+  float* logits = a.logits;
+  const int64_t batch = a.batch, hw = a.hw;
+  const int threads = a.threads;
   check(sums && logits && batch >= 1 && hw >= 1, "qint::linear_logits: invalid arguments");
   const int64_t in = pl.in, out = pl.out;
   const int64_t zsum = hw * pl.input_zero_point;
