@@ -10,10 +10,8 @@
 #include <cstdlib>
 #include <map>
 
-#include "brecq/io/dataset.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/io/idx.hpp"
-#include "brecq/nn/evaluate.hpp"
-#include "brecq/nn/load.hpp"
 #include "brecq/quant/brecq.hpp"
 #include "common.hpp"
 
@@ -77,30 +75,31 @@ std::string svg_chart(const std::vector<Result>& rs, const std::vector<std::stri
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto f = bench::parse_flags(
-      argc, argv,
-      {{"--iters-w", "20000"},
-       {"--iters-a", "5000"},
-       {"--seed", "1029"},
-       {"--shared", "../shared"},
-       {"--fashion-model", "models/fashion_mnist_resnet18_w16.safetensors"},
-       {"--models", "resnet20,fashion"},
-       {"--out", "results/ablation_granularity"}},
-      "ablation_granularity [--models resnet20,fashion] [--iters-w N] [--iters-a N] [--seed N] "
-      "[--shared DIR] [--fashion-model FILE] [--out PREFIX]");
+  const auto f = bench::parse_flags(
+      argc, argv, "ablation_granularity",
+      "W2 and W2A4 top-1 of BRECQ at each granularity (layer, block, stage, network).",
+      {{.name = "--iters-w", .value_name = "N", .default_value = "20000"},
+       {.name = "--iters-a", .value_name = "N", .default_value = "5000"},
+       {.name = "--seed", .value_name = "N", .default_value = "1029"},
+       {.name = "--shared", .value_name = "DIR", .default_value = "../shared"},
+       {.name = "--fashion-model",
+        .value_name = "FILE",
+        .default_value = "models/fashion_mnist_resnet18_w16.safetensors"},
+       {.name = "--models", .value_name = "LIST", .default_value = "resnet20,fashion"},
+       {.name = "--out", .value_name = "PREFIX", .default_value = "results/ablation_granularity"}});
   quant::ReconstructionSettings s;
-  s.iters_w = bench::flag_int(f, "--iters-w");
-  s.iters_a = bench::flag_int(f, "--iters-a");
-  s.seed = static_cast<uint64_t>(bench::flag_int(f, "--seed"));
+  s.iters_w = f.get_int("--iters-w", 0);
+  s.iters_a = f.get_int("--iters-a", 0);
+  s.seed = static_cast<uint64_t>(f.get_int("--seed", 0));
   s.progress = false;
   check(s.iters_w > 0 && s.iters_a > 0, "--iters-w and --iters-a must be > 0");
 
   std::vector<std::string> models;
-  std::istringstream list(f["--models"]);
+  std::istringstream list(f.get("--models"));
   for (std::string m; std::getline(list, m, ',');) {
     check(m == "resnet20" || m == "fashion",
-          "--models expects a comma-separated list of resnet20 and fashion, got '", f["--models"],
-          "'");
+          "--models expects a comma-separated list of resnet20 and fashion, got '",
+          f.get("--models"), "'");
     models.push_back(m);
   }
   auto wanted = [&](const std::string& m) {
@@ -110,24 +109,22 @@ int main(int argc, char** argv) try {
   // A missing file fails with its path named (load_weights / SafetensorsFile / load_image_folder).
   std::vector<Task> tasks;
   if (wanted("resnet20")) {
-    Task t{"ResNet-20 CIFAR-10", nn::make_model("resnet20_cifar"), Tensor(), Batch{}};
-    nn::load_weights(t.model, f["--shared"] + "/models/resnet20_cifar10.safetensors");
+    Task t{"ResNet-20 CIFAR-10",
+           driver::load_model("resnet20_cifar",
+                              f.get("--shared") + "/models/resnet20_cifar10.safetensors")
+               .model,
+           Tensor(), Batch{}};
     t.calib =
-        load_image_folder(f["--shared"] + "/data/cifar10/calib",
+        load_image_folder(f.get("--shared") + "/data/cifar10/calib",
                           {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed})
             .images;
-    t.test = load_image_folder(f["--shared"] + "/data/cifar10/test",
+    t.test = load_image_folder(f.get("--shared") + "/data/cifar10/test",
                                {.preprocess = ImagePreprocess::cifar()});
     tasks.push_back(std::move(t));
   }
   if (wanted("fashion")) {
-    SafetensorsFile file(f["--fashion-model"]);
-    const int64_t width = file.info("conv1.weight").shape.at(0);
     Task t{"ResNet-18 Fashion-MNIST",
-           nn::make_model("resnet18_cifar",
-                          {.num_classes = 10, .in_channels = 1, .base_width = width}),
-           Tensor(), Batch{}};
-    nn::load_weights(t.model, file);
+           driver::load_model("resnet18_cifar", f.get("--fashion-model")).model, Tensor(), Batch{}};
     const FashionMnist train =
         FashionMnist::load(MnistSplit::train, {.normalize = true});  // as trained
     const FashionMnist test = FashionMnist::load(MnistSplit::test, {.normalize = true});
@@ -148,8 +145,8 @@ int main(int argc, char** argv) try {
     for (const char* g : {"layer", "block", "stage", "network"}) {
       quant::QuantModel qm(t.model, {.w_bits = 2, .a_bits = 4});
       const size_t num_units = quant::units_for(g, qm.model).size();
-      auto top1 = [&] {
-        return nn::evaluate([&](const Tensor& x) { return qm.forward(x); }, t.test).top1_percent();
+      auto top1 = [&](const quant::ForwardMode& mode) {
+        return nn::evaluate(driver::quantized_forward(qm, mode), t.test).top1_percent();
       };
       Result w2{t.name, "W2", g, 0, 0};
       const double t0 = bench::now_s();
@@ -158,12 +155,12 @@ int main(int argc, char** argv) try {
         if (pass != "weights" || done != num_units) return;
         const double e0 = bench::now_s();
         w2.seconds = e0 - t0;
-        w2.top1 = top1();  // activations are still FP here: the W2 weight-only model
+        w2.top1 = top1(quant::ForwardMode::weights_only());  // the W2 weight-only model
         eval_seconds = bench::now_s() - e0;
       }};
       quant::run_brecq(g, qm, t.calib, s, o);
       const double run_seconds = bench::now_s() - t0 - eval_seconds;  // before the final evaluation
-      Result w2a4{t.name, "W2A4", g, top1(), run_seconds};
+      Result w2a4{t.name, "W2A4", g, top1({}), run_seconds};
       for (const Result& r : {w2, w2a4}) {
         std::printf("%-26s %-5s %-8s top-1 %6.2f %%  %7.1f s\n", t.name.c_str(), r.setting.c_str(),
                     g, r.top1, r.seconds);
@@ -195,9 +192,9 @@ int main(int argc, char** argv) try {
        << (i + 1 < results.size() ? ",\n" : "\n");
   js << "]\n";
   std::cout << md.str();
-  bench::emit(md.str(), f["--out"] + ".md");
-  bench::emit(js.str(), f["--out"] + ".json");
-  bench::emit(svg_chart(results, groups), f["--out"] + ".svg");
+  bench::emit(md.str(), f.get("--out") + ".md");
+  bench::emit(js.str(), f.get("--out") + ".json");
+  bench::emit(svg_chart(results, groups), f.get("--out") + ".svg");
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "ablation_granularity: %s\n", e.what());

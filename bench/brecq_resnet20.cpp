@@ -5,12 +5,7 @@
 //
 //   brecq_resnet20 [--iters-w N] [--iters-a N] [--w-bits N] [--a-bits N] [--loss mse|fisher]
 //                  [--granularity G] [--seed N] [--shared DIR] [--out FILE] [--recipe brecq|qdrop]
-#include <cstdlib>
-#include <map>
-
-#include "brecq/io/dataset.hpp"
-#include "brecq/nn/evaluate.hpp"
-#include "brecq/nn/load.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/brecq.hpp"
 #include "common.hpp"
 
@@ -36,20 +31,19 @@ std::vector<double> layer_macs(const nn::Model& m) {
 
 int main(int argc, char** argv) try {
   const auto f = bench::parse_flags(
-      argc, argv,
-      {{"--iters-w", "20000"},
-       {"--iters-a", "5000"},
-       {"--w-bits", "2"},
-       {"--a-bits", "4"},
-       {"--loss", "mse"},
-       {"--granularity", "block"},
-       {"--seed", "1029"},
-       {"--shared", "../shared"},
-       {"--out", "results/brecq_resnet20.md"},
-       {"--recipe", "brecq"}},
-      "brecq_resnet20 [--iters-w N] [--iters-a N] [--w-bits N] [--a-bits N] [--loss mse|fisher] "
-      "[--granularity G] [--seed N] [--shared DIR] [--out FILE] [--recipe brecq|qdrop]");
-  const std::string shared = f.at("--shared");
+      argc, argv, "brecq_resnet20",
+      "BRECQ on the CIFAR-10 ResNet-20: time and GFLOP/s of each unit, final top-1.",
+      {{.name = "--iters-w", .value_name = "N", .default_value = "20000"},
+       {.name = "--iters-a", .value_name = "N", .default_value = "5000"},
+       {.name = "--w-bits", .value_name = "N", .default_value = "2"},
+       {.name = "--a-bits", .value_name = "N", .default_value = "4"},
+       {.name = "--loss", .value_name = "mse|fisher", .default_value = "mse"},
+       {.name = "--granularity", .value_name = "G", .default_value = "block"},
+       {.name = "--seed", .value_name = "N", .default_value = "1029"},
+       {.name = "--shared", .value_name = "DIR", .default_value = "../shared"},
+       {.name = "--out", .value_name = "FILE", .default_value = "results/brecq_resnet20.md"},
+       {.name = "--recipe", .value_name = "brecq|qdrop", .default_value = "brecq"}});
+  const std::string shared = f.get("--shared");
   const std::string weights = shared + "/models/resnet20_cifar10.safetensors";
   if (!std::filesystem::exists(weights)) {
     std::printf(
@@ -58,38 +52,35 @@ int main(int argc, char** argv) try {
         weights.c_str());
     return 0;
   }
-  nn::Model fp = nn::make_model("resnet20_cifar");
-  nn::load_weights(fp, weights);
+  const nn::Model fp = driver::load_model("resnet20_cifar", weights).model;
   quant::ReconstructionSettings s;
-  s.iters_w = bench::flag_int(f, "--iters-w");
-  s.iters_a = bench::flag_int(f, "--iters-a");
-  s.seed = static_cast<uint64_t>(bench::flag_int(f, "--seed"));
-  s.loss = quant::parse_recon_loss(f.at("--loss"));
-  s.recipe = quant::parse_recipe(f.at("--recipe"));
+  s.iters_w = f.get_int("--iters-w", 0);
+  s.iters_a = f.get_int("--iters-a", 0);
+  s.seed = static_cast<uint64_t>(f.get_int("--seed", 0));
+  s.loss = quant::parse_recon_loss(f.get("--loss"));
+  s.recipe = quant::parse_recipe(f.get("--recipe"));
   if (s.recipe == quant::Recipe::qdrop) s.qdrop = 0.5f;
   s.progress = false;
-  const quant::QuantSettings qs{.w_bits = static_cast<int>(bench::flag_int(f, "--w-bits")),
-                                .a_bits = static_cast<int>(bench::flag_int(f, "--a-bits"))};
+  const quant::QuantSettings qs{.w_bits = static_cast<int>(f.get_int("--w-bits", 0)),
+                                .a_bits = static_cast<int>(f.get_int("--a-bits", 0))};
   const Batch calib =
       load_image_folder(shared + "/data/cifar10/calib",
                         {.preprocess = ImagePreprocess::cifar(), .shuffle = true, .seed = s.seed});
-  const Batch test =
-      load_image_folder(shared + "/data/cifar10/test", {.preprocess = ImagePreprocess::cifar()});
+  const LabeledImages test(shared + "/data/cifar10/test", ImagePreprocess::cifar());  // streamed
 
   quant::QuantModel qm(fp, qs);
   const std::vector<double> macs = layer_macs(qm.model);
   const double t0 = bench::now_s();
-  const quant::BrecqReport rep = quant::run_brecq(f.at("--granularity"), qm, calib.images, s);
+  const quant::BrecqReport rep = quant::run_brecq(f.get("--granularity"), qm, calib.images, s);
   const double total = bench::now_s() - t0;
-  const double top1 =
-      nn::evaluate([&](const Tensor& x) { return qm.forward(x); }, test).top1_percent();
+  const double top1 = driver::evaluate(driver::quantized_forward(qm), test).top1_percent();
 
   // FLOPs of one reconstruction iteration: forward (2 per MAC) + input gradient (weight pass and
   // activation pass) + weight gradient (weight pass only); the unit input needs no gradient.
-  const auto units = quant::units_for(f.at("--granularity"), qm.model);
+  const auto units = quant::units_for(f.get("--granularity"), qm.model);
   std::ostringstream os;
-  os << "# BRECQ on ResNet-20 (CIFAR-10), " << f.at("--granularity") << "-wise W" << qs.w_bits
-     << "A" << qs.a_bits << ", loss " << f.at("--loss") << ", recipe " << f.at("--recipe")
+  os << "# BRECQ on ResNet-20 (CIFAR-10), " << f.get("--granularity") << "-wise W" << qs.w_bits
+     << "A" << qs.a_bits << ", loss " << f.get("--loss") << ", recipe " << f.get("--recipe")
      << ", seed " << s.seed << "\n\n"
      << "threads " << num_threads() << ", weight iterations " << s.iters_w
      << ", activation iterations " << s.iters_a << ", batch " << s.batch
@@ -99,16 +90,11 @@ int main(int argc, char** argv) try {
     double fwd = 0, first = 0;
     for (const auto& u : units) {
       if (u.name != r.unit) continue;
-      if (u.layer) {
-        fwd = first = macs[static_cast<size_t>(u.layer->id)];
-        continue;
-      }
-      for (size_t b = u.first_block; b < u.last_block; ++b) {
-        const nn::Block& blk = qm.model.blocks[b];
-        for (const nn::Layer& l : blk.layers) fwd += macs[static_cast<size_t>(l.id)];
-        for (const nn::Layer& l : blk.shortcut_layers) fwd += macs[static_cast<size_t>(l.id)];
-        first += macs[static_cast<size_t>(blk.layers.front().id)];
-      }
+      for (const nn::Layer* l : u.layers) fwd += macs[static_cast<size_t>(l->id)];
+      // the layers that take the unit input (whose input gradient is not needed)
+      if (u.layer_cut) first = fwd;
+      for (size_t b = u.first_block; b < u.last_block && !u.layer_cut; ++b)
+        first += macs[static_cast<size_t>(qm.model.blocks[b].layers.front().id)];
     }
     const bool weights_pass = r.pass == "weights";
     const double per_iter =
@@ -126,7 +112,7 @@ int main(int argc, char** argv) try {
      << bench::fmt("%.1f", flops_total / total / 1e9) << " GFLOP/s overall\n\n"
      << "top-1 on the 10,000 CIFAR-10 test images: " << bench::fmt("%.2f", top1) << " %\n";
   std::cout << os.str();
-  bench::emit(os.str(), f.at("--out"));
+  bench::emit(os.str(), f.get("--out"));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "brecq_resnet20: %s\n", e.what());

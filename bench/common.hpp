@@ -9,14 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <sstream>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 #include <xsimd/xsimd.hpp>
 
+#include "../tools/cli/args.hpp"
 #include "brecq/config.hpp"
 #include "brecq/tensor/parallel.hpp"
 
@@ -88,24 +87,13 @@ inline double measure_peak_gflops() {
   return 2.0 * Vec::size * static_cast<double>(kIters / kAcc * kAcc) / t * 1e-9 * num_threads();
 }
 
-/// Flags "--name value" from argv over their defaults. "--help" prints usage and exits; an unknown
-/// flag or a missing value is an error naming it and listing the flags there are.
-inline std::map<std::string, std::string> parse_flags(int argc, char** argv,
-                                                      std::map<std::string, std::string> defaults,
-                                                      std::string_view usage) {
-  std::string names;
-  for (const auto& [k, v] : defaults) names += " " + k;
-  for (int i = 1; i < argc; i += 2) {
-    const std::string_view a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage << "\n";
-      std::exit(0);
-    }
-    check(defaults.count(std::string(a)), "unknown flag '", a, "'; flags:", names);
-    check(i + 1 < argc, "flag ", a, " expects a value");
-    defaults[std::string(a)] = argv[i + 1];
-  }
-  return defaults;
+/// The benchmark's flags, parsed by the flag parser every program uses (tools/cli/args.hpp).
+/// --help prints the usage and exits; a bad flag throws cli::UsageError naming it.
+inline cli::Args parse_flags(int argc, char** argv, const std::string& name,
+                             const std::string& description, std::vector<cli::Flag> flags) {
+  cli::Args args(name, description, std::move(flags));
+  if (!args.parse(std::vector<std::string>(argv + 1, argv + argc))) std::exit(0);
+  return args;
 }
 
 /// Writes text (already printed row by row) to path, creating its directory.
@@ -114,15 +102,6 @@ inline void emit(const std::string& text, const std::string& path) {
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
   std::ofstream(p) << text;
   std::cout << "written to " << path << "\n";
-}
-
-/// The value of flag k in f as a non-negative integer, or an error naming the flag and the value.
-inline int64_t flag_int(const std::map<std::string, std::string>& f, const std::string& k) {
-  char* end = nullptr;
-  const long long v = std::strtoll(f.at(k).c_str(), &end, 10);
-  check(!f.at(k).empty() && *end == '\0' && v >= 0, k, " expects a non-negative integer, got '",
-        f.at(k), "'");
-  return v;
 }
 
 inline std::string fmt(const char* f, double v) {

@@ -43,9 +43,12 @@ Conv2dGeometry conv(int64_t batch, int64_t cin, int64_t hw, int64_t cout, int64_
 
 int main(int argc, char** argv) try {
   using namespace brecq::bench;
-  auto f = parse_flags(argc, argv, {{"--out", "results/conv.md"}},
-                       "conv [--out results/conv.md]: per-layer convolution times (and a JSON file "
-                       "beside the table)");
+  const auto f = parse_flags(argc, argv, "conv",
+                             "Per-layer convolution times (and a JSON file beside the table).",
+                             {{.name = "--out",
+                               .value_name = "FILE",
+                               .help = "table",
+                               .default_value = "results/conv.md"}});
   const std::vector<Layer> layers = {
       {"R20 stem 3->16 32x32", conv(32, 3, 32, 16, 3, 1)},
       {"R20 stage1 16->16 32x32", conv(32, 16, 32, 16, 3, 1)},
@@ -121,7 +124,7 @@ int main(int argc, char** argv) try {
   }
   std::cout << "\n";
   js << "\n]}\n";
-  const std::string out = f["--out"];
+  const std::string out = f.get("--out");
   emit(os.str(), out);
   emit(js.str(), std::filesystem::path(out).replace_extension(".json").string());
   return 0;

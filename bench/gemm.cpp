@@ -41,9 +41,14 @@ void add_conv(std::vector<Shape>& v, const std::string& name, int64_t cout, int6
 
 int main(int argc, char** argv) try {
   using namespace brecq::bench;
-  auto f = parse_flags(argc, argv, {{"--only", ""}, {"--out", "results/gemm.md"}},
-                       "gemm [--only SUBSTRING] [--out results/gemm.md]: SGEMM GFLOP/s, ours and "
-                       "OpenBLAS's; --only keeps the shapes whose name contains SUBSTRING");
+  const auto f = parse_flags(argc, argv, "gemm", "SGEMM GFLOP/s, ours and OpenBLAS's.",
+                             {{.name = "--only",
+                               .value_name = "SUBSTRING",
+                               .help = "keep the shapes whose name contains SUBSTRING"},
+                              {.name = "--out",
+                               .value_name = "FILE",
+                               .help = "table",
+                               .default_value = "results/gemm.md"}});
   std::vector<Shape> shapes;
   for (int64_t n : {64, 128, 256, 512, 1024, 2048}) shapes.push_back({"square", n, n, n});
   shapes.push_back({"square A^T", 1024, 1024, 1024, true, false});
@@ -67,8 +72,8 @@ int main(int argc, char** argv) try {
   add_conv(shapes, "R18 layer4", 512, 4608, 49);
 
   std::erase_if(shapes,
-                [&](const Shape& s) { return s.name.find(f["--only"]) == std::string::npos; });
-  brecq::check(!shapes.empty(), "--only '", f["--only"], "' matches no shape name");
+                [&](const Shape& s) { return s.name.find(f.get("--only")) == std::string::npos; });
+  brecq::check(!shapes.empty(), "--only '", f.get("--only"), "' matches no shape name");
   const double peak = measure_peak_gflops();
   std::ostringstream os;
   os << "# SGEMM: brecq simd::sgemm vs OpenBLAS cblas_sgemm\n\n"
@@ -116,7 +121,7 @@ int main(int argc, char** argv) try {
     os << row.str();
   }
   std::cout << "\n";
-  emit(os.str(), f["--out"]);
+  emit(os.str(), f.get("--out"));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "gemm: %s\n", e.what());

@@ -288,19 +288,18 @@ void model_section(std::ostringstream& os, int threads, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  auto f = bench::parse_flags(
-      argc, argv,
-      {{"--threads", "2"},
-       {"--rounds", "3"},
-       {"--only", ""},
-       {"--out", "results/int_inference.md"}},
-      "int_inference [--threads 2] [--rounds 3] [--only gemm|models] [--out "
-      "results/int_inference.md]: integer GEMM vs SGEMM vs the int8 peak, and integer ResNet-18 / "
-      "ResNet-20 at W8A8, W4A8, W2A4 vs our FP32 forward, side by side");
-  const int threads = static_cast<int>(bench::flag_int(f, "--threads"));
-  const int rounds = static_cast<int>(bench::flag_int(f, "--rounds"));
+  const auto f = bench::parse_flags(
+      argc, argv, "int_inference",
+      "Integer GEMM vs SGEMM vs the int8 peak, and integer ResNet-18 / ResNet-20 at W8A8, W4A8,\n"
+      "W2A4 vs our FP32 forward, side by side.",
+      {{.name = "--threads", .value_name = "N", .default_value = "2"},
+       {.name = "--rounds", .value_name = "N", .default_value = "3"},
+       {.name = "--only", .value_name = "gemm|models"},
+       {.name = "--out", .value_name = "FILE", .default_value = "results/int_inference.md"}});
+  const int threads = static_cast<int>(f.get_int("--threads", 1));
+  const int rounds = static_cast<int>(f.get_int("--rounds", 1));
   check(threads >= 1 && rounds >= 1, "--threads and --rounds must be >= 1");
-  const std::string only = f.at("--only");
+  const std::string only = f.get("--only");
   check(only.empty() || only == "gemm" || only == "models", "--only expects gemm or models, got '",
         only, "'");
   set_num_threads(threads);
@@ -330,7 +329,7 @@ int main(int argc, char** argv) try {
   if (only.empty() || only == "gemm")
     gemm_section(os, threads, rounds, fp_peak, vnni_peak, avx2_peak);
   if (only.empty() || only == "models") model_section(os, threads, rounds);
-  bench::emit(os.str(), f.at("--out"));
+  bench::emit(os.str(), f.get("--out"));
   return 0;
 } catch (const std::exception& e) {
   std::cerr << "int_inference: " << e.what() << "\n";

@@ -45,9 +45,13 @@ double forward_gflop(const nn::Model& m, const Tensor& x) {
 
 int main(int argc, char** argv) try {
   using namespace brecq::bench;
-  auto f = parse_flags(argc, argv, {{"--out", "results/models.md"}},
-                       "models [--out results/models.md]: whole-model forward and forward+backward "
-                       "times (and a JSON file beside the table)");
+  const auto f = parse_flags(
+      argc, argv, "models",
+      "Whole-model forward and forward+backward times (and a JSON file beside the table).",
+      {{.name = "--out",
+        .value_name = "FILE",
+        .help = "table",
+        .default_value = "results/models.md"}});
   const std::vector<Case> cases = {
       {"resnet18", 8, 224}, {"mobilenet_v2", 8, 224}, {"resnet20_cifar", 128, 32}};
   const double peak = measure_peak_gflops();
@@ -102,7 +106,7 @@ int main(int argc, char** argv) try {
        << ", \"forward_backward_ms\": " << fmt("%.3f", t_train * 1e3) << "}";
   }
   js << "\n]}\n";
-  const std::string out = f["--out"];
+  const std::string out = f.get("--out");
   emit(os.str(), out);
   emit(js.str(), std::filesystem::path(out).replace_extension(".json").string());
   return 0;

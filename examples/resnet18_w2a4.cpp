@@ -15,9 +15,8 @@
 #include <vector>
 
 #include "../tools/cli/args.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/io/idx.hpp"
-#include "brecq/nn/load.hpp"
-#include "brecq/nn/models.hpp"
 #include "brecq/quant/compare.hpp"
 
 namespace {
@@ -52,20 +51,6 @@ std::string find_default_model(const char* argv0) {
   }
   fail("found no fashion_mnist_resnet18_w*.safetensors in", searched,
        "\ntrain one with train_fashion_mnist or pass --model-file FILE");
-}
-
-/// resnet18_cifar with the width, input channels and classes the weights file has.
-nn::Model load_fashion_mnist_model(const std::string& path) {
-  const SafetensorsFile file(path);
-  for (const char* t : {"conv1.weight", "fc.weight"})
-    check(file.contains(t), "model file '", path, "' has no tensor '", t,
-          "': expected a resnet18_cifar state dict");
-  const std::vector<int64_t>& conv1 = file.info("conv1.weight").shape;  // [width, in, 3, 3]
-  nn::Model m = nn::make_model("resnet18_cifar", {.num_classes = file.info("fc.weight").shape.at(0),
-                                                  .in_channels = conv1.at(1),
-                                                  .base_width = conv1.at(0)});
-  nn::load_weights(m, file);
-  return m;
 }
 
 void print_result(const std::string& what, const nn::Accuracy& a, bool top5) {
@@ -158,12 +143,7 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
   quant::CompareResult r = [&] {
     if (imagenet) {
       const std::string weights = args.get_file("--weights");
-      const SafetensorsFile file(weights);
-      check(file.contains("fc.weight"), "flag --weights: '", weights,
-            "' has no fc.weight, expected a torchvision ResNet-18 state dict");
-      nn::Model model =
-          nn::make_model("resnet18", {.num_classes = file.info("fc.weight").shape.at(0)});
-      nn::load_weights(model, file);
+      const nn::Model model = driver::load_model("resnet18", weights).model;
       const LabeledImages calib(args.get_dir("--calib"), ImagePreprocess::imagenet());
       const LabeledImages val(args.get_dir("--val"), ImagePreprocess::imagenet());
       if (calib_size > calib.size())
@@ -181,7 +161,8 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
     }
     const std::string model_file =
         args.has("--model-file") ? args.get_file("--model-file") : find_default_model(argv0);
-    const nn::Model model = load_fashion_mnist_model(model_file);
+    // resnet18_cifar with the width, input channels and classes of the file
+    const nn::Model model = driver::load_model("resnet18_cifar", model_file).model;
     const SafetensorsFile meta(model_file);
     const auto stat = [&](const std::string& key, float fallback) {
       auto it = meta.metadata().find(key);
@@ -240,13 +221,7 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(std::vector<std::string>(argv + 1, argv + argc), argv[0]);
-  } catch (const brecq::cli::UsageError& e) {
-    std::fprintf(stderr, "resnet18_w2a4: error: %s\n\n%s", e.what(), e.usage().c_str());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "resnet18_w2a4: error: %s\n", e.what());
-    return 1;
-  }
+  return brecq::cli::run_program(
+      "resnet18_w2a4", argc, argv,
+      [&](const std::vector<std::string>& a) { return run(a, argv[0]); });
 }

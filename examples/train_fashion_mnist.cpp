@@ -107,14 +107,9 @@ int run(const std::vector<std::string>& argv) {
   const int64_t pad = args.get_int("--pad", 0, 8);
   const int64_t train_limit = args.get_int("--train-limit", 0);
   const auto seed = static_cast<uint64_t>(args.get_int("--seed", 0));
-  float lr = 0;
-  try {
-    size_t used = 0;
-    lr = std::stof(args.get("--lr"), &used);
-    if (used != args.get("--lr").size() || !(lr > 0 && lr <= 10)) throw std::invalid_argument("");
-  } catch (const std::exception&) {
+  const float lr = args.get_float("--lr", 0.0f, 10.0f);
+  if (lr == 0.0f)
     args.fail("flag --lr expects a number in (0, 10], got '" + args.get("--lr") + "'");
-  }
 
   const MnistParams norm{.normalize = true};
   const FashionMnist train = FashionMnist::load(MnistSplit::train, norm, data_dir);
@@ -218,13 +213,5 @@ int run(const std::vector<std::string>& argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(std::vector<std::string>(argv + 1, argv + argc));
-  } catch (const brecq::cli::UsageError& e) {
-    std::fprintf(stderr, "train_fashion_mnist: error: %s\n\n%s", e.what(), e.usage().c_str());
-    return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "train_fashion_mnist: error: %s\n", e.what());
-    return 1;
-  }
+  return brecq::cli::run_program("train_fashion_mnist", argc, argv, run);
 }

@@ -115,7 +115,7 @@ TEST_CASE("resnet18_w2a4 flow: ImageNet preprocessing, FP / nearest / BRECQ W2A4
     CHECK(u.iterations == 2);
   }
   quant::QuantModel& q = r.quantized;
-  CHECK(q.act_quant);
+  CHECK(q.quantizes_activations());
   CHECK(q.settings.w_bits == 2);
   CHECK(q.settings.a_bits == 4);
   const auto layers = q.model.layers();

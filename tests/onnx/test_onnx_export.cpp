@@ -123,7 +123,6 @@ quant::QuantModel small_quantized(const nn::Model& fp, const Tensor& calib) {
                             .w_init = quant::RangeInit::minmax,
                             .a_init = quant::RangeInit::minmax});
   qm.init_activations(calib);
-  qm.act_quant = true;
   return qm;
 }
 
@@ -237,16 +236,9 @@ TEST_CASE("onnx export: errors") {
   CHECK_THROWS_WITH(onnx_export::export_fp(fp, false, "/nonexistent-dir/x.onnx"),
                     doctest::Contains("cannot open '/nonexistent-dir/x.onnx'"));
   {
-    quant::QuantModel q = qm;
-    q.quantized_until_point = 3;
+    quant::QuantModel q(fp, {.w_bits = 2, .a_bits = 4});  // activation ranges not initialised
     CHECK_THROWS_WITH(onnx_export::export_quantized(q, temp_path("e.onnx")),
-                      doctest::Contains("quantized only up to"));
-  }
-  {
-    quant::QuantModel q = qm;
-    q.begin_rounding(*q.model.layers()[1]);
-    CHECK_THROWS_WITH(onnx_export::export_quantized(q, temp_path("e.onnx")),
-                      doctest::Contains("still learning"));
+                      doctest::Contains("must have an initialised per-tensor quantizer"));
   }
   {
     quant::QuantModel q = qm;

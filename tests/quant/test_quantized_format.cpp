@@ -38,7 +38,6 @@ quant::QuantModel tiny_quantized() {
   quant::QuantModel qm(test::tiny_resnet(), {.w_bits = 3, .a_bits = 4, .input_bits = 8});
   Rng rng(3);
   qm.init_activations(Tensor::randn(Shape{8, 3, 8, 8}, rng));
-  qm.act_quant = true;
   return qm;
 }
 
@@ -148,7 +147,6 @@ TEST_CASE(
   Rng rng(4);
   const Tensor x = Tensor::randn(Shape{4, 1, 28, 28}, rng);
   qm.init_activations(x);
-  qm.act_quant = true;
   quant::snap_biases(qm);
   const std::string path = fmt_temp_path("fashion.safetensors");
   quant::save_quantized(qm, path,
@@ -184,7 +182,6 @@ TEST_CASE(
   Rng rng(6);
   const Tensor x = Tensor::randn(Shape{4, 3, 16, 16}, rng);
   qm.init_activations(x);
-  qm.act_quant = true;
   const std::string v1 = fmt_temp_path("v1.safetensors");
   save_v1(qm, v1, /*with_input_bits=*/true);
 

@@ -77,7 +77,7 @@ TEST_CASE(
     for (const UnitReport& r : rep.units)
       if (r.pass == "weights") before += r.loss_before, after += r.loss_after;
     CHECK(after < before);
-    CHECK(qm.act_quant);
+    CHECK(qm.quantizes_activations());
     for (size_t p = 0; p < qm.act_q.size(); ++p) CHECK(qm.act_q[p].initialized());
     NoGrad ng;
     Tensor logits = qm.forward(calib.narrow(0, 0, 4));
@@ -176,7 +176,7 @@ TEST_CASE("the qdrop recipe learns rounding and activation steps in one pass and
     before += r.loss_before, after += r.loss_after;
   }
   CHECK(after < before);
-  CHECK(full.act_quant);
+  CHECK(full.quantizes_activations());
   int moved = 0;
   for (size_t p = 0; p < full.act_q.size(); ++p) {
     REQUIRE(full.act_q[p].initialized());
@@ -211,10 +211,8 @@ TEST_CASE("the qdrop recipe learns each unit on the quantized model's inputs") {
   // The head's loss before learning, recomputed on the whole quantized model's logits against
   // the FP model's: its input must come from the quantized blocks before it.
   NoGrad ng;
-  qm.weight_quant = qm.act_quant = true;
-  const Tensor quantized = qm.forward(calib);
-  qm.weight_quant = qm.act_quant = false;
-  const Tensor fp = qm.forward(calib);
+  const Tensor quantized = qm.forward(calib);  // the deployed model
+  const Tensor fp = qm.forward(calib, ForwardMode::fp());
   const double expect = reconstruction_loss(quantized, fp, Tensor(), s.p_w).item();
   REQUIRE(expect > 1e-3);
   CHECK(rep.units.back().loss_before == doctest::Approx(expect).epsilon(1e-4));
@@ -234,6 +232,69 @@ TEST_CASE("a checkpoint written with other settings is refused with both setting
       run_brecq("block", other, calibration(), s, {.checkpoint = ckpt, .key = "settings B"}),
       doctest::Contains("settings B"), Error);
   std::filesystem::remove(ckpt);
+}
+
+TEST_CASE("run_brecq called as in the README refuses a checkpoint written with other settings") {
+  const std::string ckpt = temp_path("readme.ckpt");
+  std::filesystem::remove(ckpt);
+  const Tensor calib = calibration();
+  ReconstructionSettings s = short_settings();
+  s.iters_w = 5;
+  struct Interrupt {};
+  auto interrupted = [&](const ReconstructionSettings& rs) {
+    QuantModel qm(test::tiny_resnet(), {.w_bits = 2});
+    BrecqRunOptions o{.checkpoint = ckpt};
+    o.on_unit_done = [](const std::string&, size_t) { throw Interrupt{}; };
+    CHECK_THROWS_AS(run_brecq("block", qm, calib, rs, o), Interrupt);
+    REQUIRE(std::filesystem::exists(ckpt));
+  };
+  auto resume = [&](const QuantModel& start, const Tensor& data, const ReconstructionSettings& rs,
+                    const std::string& granularity = "block") {
+    QuantModel qm = start;
+    return run_brecq(granularity, qm, data, rs, {.checkpoint = ckpt});
+  };
+  // The fields of this run's identity that the checkpoint's lacks, from the refusal.
+  auto differs = [&](const QuantModel& start, const Tensor& data, const ReconstructionSettings& rs,
+                     const std::string& granularity = "block") {
+    try {
+      resume(start, data, rs, granularity);
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      const size_t at = m.find("differs: ");
+      REQUIRE(at != std::string::npos);
+      return m.substr(at + 9, m.find('\n', at) - at - 9);
+    }
+    FAIL("the checkpoint was not refused");
+    return std::string();
+  };
+  const QuantModel fresh(test::tiny_resnet(), {.w_bits = 2});
+  ReconstructionSettings other = s;
+  other.lambda = 0.02f;
+  interrupted(s);
+  CHECK(differs(fresh, calib, other) == "lambda=0.0199999996");
+  CHECK(differs(fresh, calib, s, "layer") == "granularity=layer");
+  CHECK(differs(fresh, calibration(65), s).ends_with(" n=65"));
+  Tensor moved = calib.clone();
+  moved.data<float>()[7] += 1.0f;
+  CHECK(differs(fresh, moved, s).starts_with("calib="));
+  CHECK(
+      differs(QuantModel(test::tiny_resnet(4, 5, 8), {.w_bits = 2}), calib, s).starts_with("fp="));
+  const std::string bits = differs(QuantModel(test::tiny_resnet(), {.w_bits = 3}), calib, s);
+  CHECK(bits.starts_with("state="));
+  CHECK(bits.ends_with(" w_bits=3"));
+  const int threads = num_threads();
+  set_num_threads(threads + 1);
+  CHECK(differs(fresh, calib, s) == "threads=" + std::to_string(threads + 1));
+  set_num_threads(threads);
+  // The same settings resume, and end as an uninterrupted run.
+  const BrecqReport rep = resume(fresh, calib, s);
+  CHECK(rep.resumed_weight_units == 1);
+  CHECK_FALSE(std::filesystem::exists(ckpt));
+  QuantModel resumed = fresh, full = fresh;
+  interrupted(s);
+  run_brecq("block", resumed, calib, s, {.checkpoint = ckpt});
+  run_brecq("block", full, calib, s);
+  check_same_quantized(full, resumed);
 }
 
 TEST_CASE("granularity names are validated") {

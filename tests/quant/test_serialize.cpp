@@ -19,7 +19,6 @@ TEST_CASE("a quantized model saved to safetensors evaluates identically after lo
   QuantModel qm(m, {.w_bits = 3, .a_bits = 4});
   Tensor x = Tensor::randn(Shape{4, 3, 32, 32}, rng);
   qm.init_activations(x);
-  qm.act_quant = true;
   const std::string path =
       (std::filesystem::temp_directory_path() / "brecq_test_q.safetensors").string();
   // The file holds conv biases on their int32 accumulator grid: half a step from the FP ones.

@@ -1,6 +1,8 @@
 #pragma once
 // The `brecq` program's shared pieces: the subcommand table every tools/cli/<command>.cpp
-// registers into, and a small strict flag parser (--flag VALUE, --flag=VALUE, switches).
+// registers into, and a small strict flag parser (--flag VALUE, --flag=VALUE, switches) that the
+// examples and benchmarks use too: flag parsing and usage errors are the programs' business, not
+// the library's, so it lives beside them in tools/ rather than under include/brecq/.
 //
 // A subcommand file:
 //   namespace {
@@ -134,6 +136,16 @@ class Args {
       fail("flag " + name + " expects " + expected + ", got '" + v + "'");
     return x;
   }
+  /// A number in [min, max].
+  float get_float(const std::string& name, float min, float max) const {
+    const std::string v = get(name);
+    float x = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+    if (ec != std::errc() || end != v.data() + v.size() || !(x >= min && x <= max))
+      fail("flag " + name + " expects a number in [" + format_number(min) + ", " +
+           format_number(max) + "], got '" + v + "'");
+    return x;
+  }
   /// One of `choices`.
   std::string get_choice(const std::string& name, const std::vector<std::string>& choices) const {
     const std::string v = get(name);
@@ -205,6 +217,11 @@ class Args {
     if (!f) throw std::logic_error("brecq " + command_ + ": flag " + name + " was not declared");
     return *f;
   }
+  static std::string format_number(float x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(x));
+    return buf;
+  }
   std::string flag_list() const {
     std::vector<std::string> names;
     for (const Flag& f : flags_) names.push_back(f.name);
@@ -216,6 +233,21 @@ class Args {
   std::vector<Flag> flags_;
   std::map<std::string, std::string> values_;
 };
+
+/// main() of a program with one Args parse: runs run(argv after the program name) and maps a
+/// usage error to exit status 2 (message and usage on stderr), any other error to 1.
+template <class F>
+inline int run_program(const char* name, int argc, char** argv, F&& run) {
+  try {
+    return run(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "%s: error: %s\n\n%s", name, e.what(), e.usage().c_str());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+    return 1;
+  }
+}
 
 /// `s` as a JSON string literal (quotes and escapes included).
 inline std::string json_quote(const std::string& s) {

@@ -10,10 +10,7 @@
 #include <vector>
 
 #include "args.hpp"
-#include "brecq/io/dataset.hpp"
-#include "brecq/nn/evaluate.hpp"
-#include "brecq/nn/load.hpp"
-#include "brecq/nn/models.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/serialize.hpp"
 
 namespace {
@@ -68,27 +65,15 @@ int run(const std::vector<std::string>& argv) {
     qm.emplace(quant::load_quantized(weights));
     model = qm->model;
   } else {
-    const std::string name = args.get_choice("--model", nn::model_names());
-    const SafetensorsFile file(weights);
-    int64_t classes = 0;
-    if (args.has("--num-classes")) {
-      classes = args.get_int("--num-classes", 1);
-    } else {
-      const std::string head = nn::make_model(name).blocks.back().layers.at(0).name + ".weight";
-      check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head,
-            "' for ", name, " (is it the right --model?)");
-      classes = file.info(head).shape.at(0);
-    }
-    model = nn::make_model(name, {.num_classes = classes});
-    nn::load_weights(model, file);
+    model = driver::load_model(args.get_choice("--model", nn::model_names()), weights,
+                               args.has("--num-classes") ? args.get_int("--num-classes", 1) : 0)
+                .model;
   }
   const std::string model_name = model.arch;
   const int64_t num_classes = model.num_classes;
-  std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
-  const nn::ModelInfo& info = nn::model_info(model_name);
-  if (preprocess == "auto") preprocess = std::string(info.preprocess);
-  const ImagePreprocess pre =
-      preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
+  const std::string preprocess = driver::preprocess_name(
+      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = driver::preprocess_for(preprocess, model_name);
 
   // The forward passes alone, timed apart from decoding.
   double forward_seconds = 0;
@@ -98,12 +83,12 @@ int run(const std::vector<std::string>& argv) {
     forward_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return y;
   };
-  const nn::EvaluateParams eval_params{.batch = batch, .limit = limit};
+  const driver::EvalParams eval_params{.batch = batch, .limit = limit};
   const LabeledImages ds(data, pre);
   check(ds.max_label() < num_classes, "--data folder '", data, "' has class index ", ds.max_label(),
         " but ", model_name, " has only ", num_classes, " outputs");
   const std::string layout = ds.layout();
-  const nn::Accuracy acc = nn::evaluate(forward, ds, eval_params);  // under NoGrad
+  const nn::Accuracy acc = driver::evaluate(forward, ds, eval_params);  // under NoGrad
   check(acc.images > 0, "--data folder '", data, "' gave no images");
 
   const double top1 = acc.top1_percent(), top5 = acc.top5_percent();

@@ -8,10 +8,7 @@
 #include <vector>
 
 #include "args.hpp"
-#include "brecq/io/dataset.hpp"
-#include "brecq/nn/evaluate.hpp"
-#include "brecq/nn/load.hpp"
-#include "brecq/nn/models.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/brecq.hpp"
 
 namespace {
@@ -145,23 +142,12 @@ int run(const std::vector<std::string>& argv) {
   s.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
   s.act_input_quantized = args.get_choice("--act-input", {"fp", "quantized"}) == "quantized";
   s.progress = !args.has("--no-progress");
-  auto get_float = [&](const std::string& flag, float lo, float hi) {
-    const std::string v = args.get(flag);
-    try {
-      size_t used = 0;
-      const float x = std::stof(v, &used);
-      if (used == v.size() && x >= lo && x <= hi) return x;
-    } catch (const std::exception&) {
-    }
-    args.fail("flag " + flag + " expects a number in [" + std::to_string(lo) + ", " +
-              std::to_string(hi) + "], got '" + v + "'");
-  };
-  s.lambda = get_float("--lambda", 0.0f, 1e3f);
-  s.lr_a = get_float("--lr-a", 1e-7f, 1.0f);
+  s.lambda = args.get_float("--lambda", 0.0f, 1e3f);
+  s.lr_a = args.get_float("--lr-a", 1e-7f, 1.0f);
   s.act_init_images = args.get_int("--act-init-images", 1);
   s.recipe = quant::parse_recipe(args.get_choice("--recipe", {"brecq", "qdrop"}));
   if (args.has("--qdrop")) {
-    s.qdrop = get_float("--qdrop", 0.0f, 0.99f);
+    s.qdrop = args.get_float("--qdrop", 0.0f, 0.99f);
     if (s.recipe == quant::Recipe::qdrop && s.qdrop == 0.0f)
       args.fail("flag --qdrop expects a probability in (0, 0.99] with --recipe qdrop, got '0'");
   } else {
@@ -177,19 +163,10 @@ int run(const std::vector<std::string>& argv) {
     args.fail(
         "flag --rounding-from reruns the activation part: it needs --a-bits 2..8 and --recipe "
         "brecq");
-  std::string preprocess = args.get_choice("--preprocess", {"imagenet", "cifar", "auto"});
-  const nn::ModelInfo& info = nn::model_info(model_name);
-  if (preprocess == "auto") preprocess = std::string(info.preprocess);
-  const ImagePreprocess pre =
-      preprocess == "cifar" ? ImagePreprocess::cifar() : ImagePreprocess::imagenet();
-
-  const SafetensorsFile file(weights);
-  const std::string head = nn::make_model(model_name).blocks.back().layers.at(0).name + ".weight";
-  check(file.contains(head), "weights file '", weights, "' has no classifier tensor '", head,
-        "' for ", model_name, " (is it the right --model?)");
-  const nn::ModelOptions options{.num_classes = file.info(head).shape.at(0)};
-  nn::Model model = nn::make_model(model_name, options);
-  nn::load_weights(model, file);
+  const ImagePreprocess pre = driver::preprocess_for(
+      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const driver::LoadedModel fp = driver::load_model(model_name, weights);
+  const nn::Model& model = fp.model;
 
   ImageFolder calib_folder(calib_dir, pre);
   check(calib_size <= calib_folder.size(), "flag --calib-size asks for ", calib_size,
@@ -197,6 +174,7 @@ int run(const std::vector<std::string>& argv) {
   const Batch calib = load_image_folder(
       calib_dir, {.preprocess = pre, .limit = calib_size, .shuffle = true, .seed = s.seed});
 
+  // The run as the output file records it (the library adds what it derives from the data).
   std::ostringstream key;
   key << "model=" << model_name << " weights=" << std::filesystem::absolute(weights).string()
       << " bytes=" << std::filesystem::file_size(weights) << " calib=" << calib_dir
@@ -226,32 +204,36 @@ int run(const std::vector<std::string>& argv) {
   std::fflush(stdout);
 
   quant::QuantModel qm(model, qs);
-  std::optional<Batch> data;
+  std::optional<LabeledImages> data;  // streamed: decoded batch by batch at each evaluation
+  if (args.has("--data")) {
+    data.emplace(args.get_dir("--data"), pre);
+    check(data->max_label() < model.num_classes, "--data folder '", args.get("--data"),
+          "' has class index ", data->max_label(), " but ", model_name, " has only ",
+          model.num_classes, " outputs");
+  }
   auto report = [&](const char* what, const nn::ForwardFn& f) {
     if (!data) return;
-    const nn::Accuracy a = nn::evaluate(f, *data);
-    std::printf("%-24s top-1 %6.2f %%  top-5 %6.2f %%  (%lld images)\n", what, a.top1_percent(),
-                a.top5_percent(), static_cast<long long>(a.images));
+    const nn::Accuracy a = driver::evaluate(f, *data, {.label = what, .progress = s.progress});
+    std::printf("%s\n", driver::accuracy_line(what, a).c_str());
     std::fflush(stdout);
   };
-  if (args.has("--data")) {
-    data = load_image_folder(args.get_dir("--data"), {.preprocess = pre});
-    report("FP", [&](const Tensor& x) { return model.forward(x); });
-    report("nearest rounding (W)", [&](const Tensor& x) { return qm.forward(x); });
-  }
-
+  const auto weights_only = driver::quantized_forward(qm, quant::ForwardMode::weights_only());
+  report("FP", driver::fp_forward(model));
+  report("nearest rounding (W)", weights_only);
   if (!rounding_from.empty()) {
     quant::load_weight_rounding(qm, rounding_from);
-    report("rounding from file (W)", [&](const Tensor& x) { return qm.forward(x); });
+    report("rounding from file (W)", weights_only);
   }
 
   const size_t num_units = quant::units_for(granularity, qm.model).size();
+  // The library refuses a checkpoint from other settings or data; the paths are extra identity.
   quant::BrecqRunOptions run{
-      .checkpoint = out + ".ckpt", .key = key.str(), .rounding_installed = !rounding_from.empty()};
+      .checkpoint = out + ".ckpt",
+      .key = "weights=" + std::filesystem::absolute(weights).string() + " calib=" + calib_dir,
+      .rounding_installed = !rounding_from.empty()};
   if (qs.a_bits > 0)  // the weight pass alone, as the official code reports it
     run.on_unit_done = [&](const std::string& pass, size_t done) {
-      if (pass == "weights" && done == num_units)
-        report("BRECQ weights only", [&](const Tensor& x) { return qm.forward(x); });
+      if (pass == "weights" && done == num_units) report("BRECQ weights only", weights_only);
     };
   const quant::BrecqReport rep = quant::run_brecq(granularity, qm, calib.images, s, run);
   std::printf("\n%-40s %-12s %12s %12s %9s\n", "unit", "pass", "loss before", "loss after",
@@ -265,9 +247,9 @@ int run(const std::vector<std::string>& argv) {
     std::printf(" (resumed after %zu weight and %zu activation units)", rep.resumed_weight_units,
                 rep.resumed_act_units);
   std::printf("\n");
-  quant::save_quantized(qm, options, out, {{"settings", key.str()}});
+  quant::save_quantized(qm, fp.options, out, {{"settings", key.str()}});
   std::printf("wrote %s\n", out.c_str());
-  report(qs.a_bits ? "BRECQ (W+A)" : "BRECQ (W)", [&](const Tensor& x) { return qm.forward(x); });
+  report(qs.a_bits ? "BRECQ (W+A)" : "BRECQ (W)", driver::quantized_forward(qm));
   return 0;
 }
 

@@ -251,7 +251,7 @@ class Exporter {
   /// DequantizeLinear, which computes (level - zero_point) * scale in float as
   /// QuantModel::set_weight_levels does, so the dequantized weights are bit-identical.
   std::string weight(const nn::Layer& l) {
-    if (!qm_ || !qm_->weight_quant)
+    if (!qm_)
       return b_.f32(l.name + ".weight", dims_of(l.weight), l.weight.contiguous().data<float>());
     const quant::UniformQuantizer& q = qm_->weight_q[static_cast<size_t>(l.id)];
     check(q.initialized() && q.channels() == l.out_channels(), "onnx export: layer ", l.name,
@@ -293,7 +293,7 @@ class Exporter {
   /// 2^b - 1 - z, |k| <= 255) divides back to k within a few ulps and rounds to k, and values
   /// inside the bounds are untouched, so the levels equal brecq's clamp exactly.
   std::string point(int p, const std::string& x, const std::string& name) {
-    if (!qm_ || !qm_->act_quant || !qm_->act_enabled[static_cast<size_t>(p)]) return x;
+    if (!qm_ || !qm_->act_enabled[static_cast<size_t>(p)]) return x;
     const quant::UniformQuantizer& q = qm_->act_q[static_cast<size_t>(p)];
     const std::string what = "activation point " + std::to_string(p) + " (" + name + ")";
     check(q.initialized() && q.channels() == 1, "onnx export: ", what,
@@ -392,12 +392,8 @@ ExportSummary export_fp(const nn::Model& model, bool keep_bn, const std::string&
 
 ExportSummary export_quantized(const quant::QuantModel& qm, const std::string& path,
                                const QuantizedExportParams& params) {
-  check(qm.learning.empty(), "onnx export: ", qm.learning.size(),
-        " layers are still learning their rounding (end_rounding first)");
-  check(qm.quantized_until_layer == std::numeric_limits<int>::max() &&
-            qm.quantized_until_point == std::numeric_limits<int>::max(),
-        "onnx export: the model is quantized only up to layer ", qm.quantized_until_layer,
-        " / point ", qm.quantized_until_point, "; export needs the whole model quantized");
+  // A QuantModel is always the deployed model (hard rounding, every enabled point): modes that
+  // quantize part of it or learn rounding exist only within a forward pass.
   const quant::QuantSettings& s = qm.settings;
   std::map<std::string, std::string> meta{
       {"arch", qm.model.arch},

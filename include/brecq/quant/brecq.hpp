@@ -5,6 +5,9 @@
 // same result as an uninterrupted one.
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
+#include <set>
+#include <sstream>
 
 #include "brecq/quant/reconstructor.hpp"
 #include "brecq/quant/serialize.hpp"
@@ -19,6 +22,75 @@ struct BrecqReport {
 
 namespace detail {
 
+/// 64-bit FNV-1a over bytes, continuing from h.
+inline uint64_t hash_bytes(const void* data, size_t n, uint64_t h = 14695981039346656037ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+inline uint64_t hash_tensor(const Tensor& t, uint64_t h) {
+  if (!t.defined()) return hash_bytes("-", 1, h);
+  const Tensor c = t.contiguous();
+  for (int64_t d : c.shape().dims()) h = hash_bytes(&d, sizeof d, h);
+  return hash_bytes(c.raw_data(), c.nbytes(), h);
+}
+
+/// The " "-separated fields of a that b lacks (for the checkpoint refusal).
+inline std::string key_difference(const std::string& a, const std::string& b) {
+  std::istringstream sa(a), sb(b);
+  std::set<std::string> theirs{std::istream_iterator<std::string>(sb), {}};
+  std::string out;
+  for (std::istream_iterator<std::string> it(sa), end; it != end; ++it)
+    if (!theirs.count(*it)) out += (out.empty() ? "" : " ") + *it;
+  return out.empty() ? "(field order)" : out;
+}
+
+/// Everything that changes run_brecq's result, as "name=value" fields: the model structure and
+/// FP weights (as folded), the quantizer state it starts from (bit-widths, ranges, installed
+/// rounding), the settings, the calibration tensor and the thread count (parallel reductions).
+inline std::string run_key(const QuantModel& qm, const Tensor& calib,
+                           const ReconstructionSettings& s, const std::string& granularity) {
+  uint64_t fp = hash_bytes(qm.model.arch.data(), qm.model.arch.size());
+  uint64_t state = 14695981039346656037ull;
+  for (const nn::Layer* l : qm.model.layers()) {
+    fp = hash_bytes(l->name.data(), l->name.size(), fp);
+    fp = hash_tensor(l->weight, hash_tensor(l->bias, fp));
+    if (l->bn)
+      for (const Tensor* t :
+           {&l->bn->weight, &l->bn->bias, &l->bn->running_mean, &l->bn->running_var})
+        fp = hash_tensor(*t, fp);
+    const UniformQuantizer& q = qm.weight_q[static_cast<size_t>(l->id)];
+    state = hash_bytes(&q.config.bits, sizeof q.config.bits, state);
+    state = hash_tensor(q.zero_point, hash_tensor(q.scale, state));
+    state = hash_tensor(qm.quantized_weight(*l), state);
+  }
+  for (size_t p = 0; p < qm.act_q.size(); ++p) {
+    const UniformQuantizer& q = qm.act_q[p];
+    const int on = qm.act_enabled[p];
+    state = hash_bytes(&on, sizeof on, hash_bytes(&q.config.bits, sizeof q.config.bits, state));
+    state = hash_tensor(q.zero_point, hash_tensor(q.scale, state));
+  }
+  const QuantSettings& qs = qm.settings;
+  std::ostringstream k;
+  k.precision(9);
+  k << std::hex << "model=" << qm.model.arch << " fp=" << fp << " state=" << state
+    << " calib=" << hash_tensor(calib, 14695981039346656037ull) << std::dec << " n=" << calib.dim(0)
+    << " granularity=" << granularity << " w_bits=" << qs.w_bits << " a_bits=" << qs.a_bits
+    << " first_last_bits=" << qs.first_last_bits << " input_bits=" << qs.input_bits
+    << " w_init=" << static_cast<int>(qs.w_init) << " a_init=" << static_cast<int>(qs.a_init)
+    << " w_symmetric=" << qs.w_symmetric << " fold_bn=" << qs.fold_batchnorm;
+  for (const auto& [name, b] : qs.layer_w_bits) k << " w_bits[" << name << "]=" << b;
+  for (const auto& [name, b] : qs.point_a_bits) k << " a_bits[" << name << "]=" << b;
+  k << " batch=" << s.batch << " iters_w=" << s.iters_w << " iters_a=" << s.iters_a
+    << " lr_w=" << s.lr_w << " lr_a=" << s.lr_a << " lambda=" << s.lambda << " warmup=" << s.warmup
+    << " beta=" << s.beta_start << ".." << s.beta_end << " p_w=" << s.p_w << " p_a=" << s.p_a
+    << " loss=" << static_cast<int>(s.loss) << " recipe=" << static_cast<int>(s.recipe)
+    << " qdrop=" << s.qdrop << " lr_a_joint=" << s.lr_a_joint
+    << " act_input_quantized=" << s.act_input_quantized << " act_init_images=" << s.act_init_images
+    << " seed=" << s.seed << " threads=" << num_threads();
+  return k.str();
+}
+
 struct CheckpointState {
   size_t weights_done = 0, acts_done = 0;
   bool act_initialized = false;
@@ -29,7 +101,7 @@ inline void save_checkpoint(const QuantModel& qm, const std::string& path, const
   std::vector<std::pair<std::string, Tensor>> t;
   for (const nn::Layer* l : qm.model.layers()) {
     const auto& r = qm.rounding[static_cast<size_t>(l->id)];
-    if (r && !qm.learning.count(l->id)) t.emplace_back(l->name + ".alpha", r->alpha);
+    if (r) t.emplace_back(l->name + ".alpha", r->alpha);
   }
   for (size_t p = 0; p < qm.act_q.size(); ++p)
     if (qm.act_q[p].initialized()) {
@@ -51,10 +123,11 @@ inline CheckpointState load_checkpoint(QuantModel& qm, const std::string& path,
                                        const std::string& key) {
   SafetensorsFile f(path);
   auto k = f.metadata().find("key");
-  check(k != f.metadata().end() && k->second == key, "checkpoint '", path,
-        "' was written by a run with other settings; delete it or choose another --out.\n  this "
-        "run: ",
-        key, "\n  checkpoint: ", k == f.metadata().end() ? "(none)" : k->second);
+  const std::string theirs = k == f.metadata().end() ? "(none)" : k->second;
+  check(theirs == key, "checkpoint '", path,
+        "' was written by a run with other settings; delete it or choose another --out.\n  "
+        "differs: ",
+        key_difference(key, theirs), "\n  this run: ", key, "\n  checkpoint: ", theirs);
   CheckpointState st{static_cast<size_t>(meta_int(f, "weights_done")),
                      static_cast<size_t>(meta_int(f, "acts_done")),
                      meta_int(f, "act_initialized") != 0};
@@ -80,8 +153,11 @@ inline CheckpointState load_checkpoint(QuantModel& qm, const std::string& path,
 }  // namespace detail
 
 struct BrecqRunOptions {
-  std::string checkpoint{};  ///< written after each unit, removed at the end ("" = none)
-  std::string key{};  ///< identifies the settings: a checkpoint from other settings is refused
+  /// Written after each unit, removed at the end ("" = none). A checkpoint is resumed only by a
+  /// run with the same model, FP weights, starting state, settings, calibration data and thread
+  /// count (detail::run_key); any other is refused.
+  std::string checkpoint{};
+  std::string key{};                ///< extra identity the library cannot see (e.g. file paths)
   UnitDoneCallback on_unit_done{};  ///< called after each unit, once its checkpoint is written
   bool rounding_installed = false;  ///< the weight rounding is already learned
                                     ///< (load_weight_rounding): skip the weight pass
@@ -92,9 +168,11 @@ template <typename G>
 inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const ReconstructionSettings& s,
                              const BrecqRunOptions& o = {}) {
   const std::string& checkpoint = o.checkpoint;
-  const std::string& key = o.key;
   BrecqReport rep;
   Reconstructor<G> rec(qm, calib, s);
+  const std::string key = checkpoint.empty() ? std::string()
+                                             : detail::run_key(qm, calib, s, G::name) +
+                                                   (o.key.empty() ? "" : " ") + o.key;
   detail::CheckpointState st;
   check(
       !(o.rounding_installed && rec.joint()),
@@ -122,15 +200,12 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
   for (UnitReport& r : rec.weight_pass(st.weights_done, save)) rep.units.push_back(r);
   auto t1 = std::chrono::steady_clock::now();
   rep.weight_seconds = std::chrono::duration<double>(t1 - t0).count();
-  if (rec.joint()) {
-    qm.act_quant = true;
-  } else if (qm.settings.a_bits > 0) {
+  if (!rec.joint() && qm.quantizes_activations()) {
     if (!st.act_initialized) {
       rec.init_activations();
       st.act_initialized = true;
       if (!checkpoint.empty()) detail::save_checkpoint(qm, checkpoint, key, st);
     }
-    qm.act_quant = true;
     for (UnitReport& r : rec.activation_pass(st.acts_done, save)) rep.units.push_back(r);
     rep.act_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
   }
@@ -141,11 +216,8 @@ inline BrecqReport run_brecq(QuantModel& qm, const Tensor& calib, const Reconstr
 /// run_brecq with the granularity named at run time: layer, block, stage or network.
 inline BrecqReport run_brecq(const std::string& granularity, QuantModel& qm, const Tensor& calib,
                              const ReconstructionSettings& s, const BrecqRunOptions& o = {}) {
-  if (granularity == "layer") return run_brecq<LayerGranularity>(qm, calib, s, o);
-  if (granularity == "block") return run_brecq<BlockGranularity>(qm, calib, s, o);
-  if (granularity == "stage") return run_brecq<StageGranularity>(qm, calib, s, o);
-  if (granularity == "network") return run_brecq<NetworkGranularity>(qm, calib, s, o);
-  fail("granularity: expected layer, block, stage or network, got '", granularity, "'");
+  return with_granularity(granularity,
+                          [&](auto g) { return run_brecq<decltype(g)>(qm, calib, s, o); });
 }
 
 }  // namespace brecq::quant

@@ -2,7 +2,8 @@
 // The comparison every BRECQ result is read against: top-1/top-5 of the FP model, of
 // round-to-nearest quantization (weights rounded to the nearest level of their initial range,
 // activation ranges initialised on calibration images) and of BRECQ, on one validation set.
-// Used by examples/resnet18_w2a4.cpp and its test.
+// Used by examples/resnet18_w2a4.cpp and its test; a driver-level routine (it evaluates through
+// brecq/driver), kept under quant/ where its users include it.
 //
 //   quant::CompareResult r = quant::compare_brecq(model, calib.images, val, {});  // W2A4
 
@@ -15,8 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "brecq/io/dataset.hpp"
-#include "brecq/nn/evaluate.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/brecq.hpp"
 
 namespace brecq::quant {
@@ -50,39 +50,28 @@ inline CompareResult compare_brecq(const nn::Model& model, const Tensor& calib, 
         "compare_brecq: calibration images must be [N, ", model.in_channels, ", H, W], got ",
         calib.shape());
   check(val.size() >= 1, "compare_brecq: the validation set is empty");
-  const std::string& g = p.granularity;
-  check(g == "layer" || g == "block" || g == "stage" || g == "network",
-        "compare_brecq: granularity must be layer, block, stage or network, got '", g, "'");
+  units_for(p.granularity, model);  // validates the name before the evaluations
   const auto start = std::chrono::steady_clock::now();
-  const int64_t n_val = p.eval.limit > 0 ? std::min<int64_t>(p.eval.limit, val.size()) : val.size();
-  auto evaluate = [&](const std::string& what, const std::function<Tensor(const Tensor&)>& f) {
-    ProgressBar bar("[eval " + what + "]", n_val, p.recon.progress);
-    int64_t done = 0;
-    const nn::Accuracy a = nn::evaluate(
-        [&](const Tensor& x) {
-          Tensor y = f(x);
-          bar.update(done += x.dim(0), "");
-          return y;
-        },
-        val, p.eval);
-    bar.finish();
+  auto evaluate = [&](const std::string& what, const nn::ForwardFn& f) {
+    const nn::Accuracy a = driver::evaluate(f, val,
+                                            {.batch = p.eval.batch,
+                                             .limit = p.eval.limit,
+                                             .label = what,
+                                             .progress = p.recon.progress});
     if (p.on_result) p.on_result(what, a);
     return a;
   };
 
-  const nn::Accuracy fp = evaluate("FP", [&](const Tensor& x) { return model.forward(x); });
+  const nn::Accuracy fp = evaluate("FP", driver::fp_forward(model));
   QuantModel qm(model, p.quant);  // folds BatchNorm into its own copy of the weights
-  if (p.quant.a_bits > 0) {
-    const int64_t n = std::min<int64_t>(p.recon.act_init_images, calib.dim(0));
-    qm.init_activations(calib.narrow(0, 0, n));
-    qm.act_quant = true;
-  }
-  const nn::Accuracy nearest = evaluate("nearest", [&](const Tensor& x) { return qm.forward(x); });
+  if (qm.quantizes_activations())
+    qm.init_activations(
+        calib.narrow(0, 0, std::min<int64_t>(p.recon.act_init_images, calib.dim(0))));
+  const nn::Accuracy nearest = evaluate("nearest", driver::quantized_forward(qm));
   // BRECQ starts from here: run_brecq learns the rounding with activations in FP, then
   // re-initialises the activation ranges through the learned weights and learns the steps.
-  qm.act_quant = false;
   BrecqReport report = run_brecq(p.granularity, qm, calib, p.recon);
-  const nn::Accuracy brecq = evaluate("BRECQ", [&](const Tensor& x) { return qm.forward(x); });
+  const nn::Accuracy brecq = evaluate("BRECQ", driver::quantized_forward(qm));
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return CompareResult{fp, nearest, brecq, std::move(report), seconds, std::move(qm)};

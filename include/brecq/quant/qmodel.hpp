@@ -1,16 +1,19 @@
 #pragma once
-// A model under quantization: the BN-folded FP model plus explicit quantizer state for every
-// layer (per-channel weight quantizer, optional AdaRound rounding) and every activation point
-// (per-tensor quantizer with a learnable step). It produces the forward hooks that run the model
-// in FP, fake-quantized, or with soft (learnable) rounding on chosen layers.
+// A model under quantization: the (by default BN-folded) FP model plus explicit quantizer state
+// for every layer (per-channel weight quantizer, learned AdaRound rounding) and every activation
+// point (per-tensor quantizer with a learnable step). How a forward pass runs (FP, hard or soft
+// rounding, which points quantize, QDrop) is a ForwardMode value given with the pass: the model
+// holds no steering state.
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <optional>
-#include <set>
+#include <string>
 
 #include "brecq/nn/fold_bn.hpp"
 #include "brecq/quant/adaround.hpp"
+#include "brecq/quant/observer.hpp"
 #include "brecq/tensor/parallel.hpp"
 #include "brecq/tensor/rng.hpp"
 
@@ -27,6 +30,14 @@ struct QuantSettings {
   RangeInit w_init = RangeInit::lp_search;
   RangeInit a_init = RangeInit::lp_search;
   bool w_symmetric = false;
+  /// Weight bits of single layers by name, over the rules above (mixed precision).
+  std::map<std::string, int> layer_w_bits{};
+  /// Activation bits of single points by name (QuantModel::point_name), over the rules above; a
+  /// point named here is quantized even with a_bits = 0.
+  std::map<std::string, int> point_a_bits{};
+  /// Fold BatchNorm into the weights before quantizing (post-training quantization); false keeps
+  /// the BatchNorm layers, e.g. for quantization-aware training.
+  bool fold_batchnorm = true;
 };
 
 /// Calls f(i, drawn) for i in [0, n), drawn true with probability p (to 1/65536), split over
@@ -53,38 +64,63 @@ inline void for_each_bernoulli(Rng& rng, float p, int64_t n, F&& f) {
 }
 
 inline void validate(const QuantSettings& s) {
-  check(s.w_bits >= 2 && s.w_bits <= 8, "weight bits: expected 2..8, got ", s.w_bits);
-  check(s.a_bits == 0 || (s.a_bits >= 2 && s.a_bits <= 8),
-        "activation bits: expected 0 (off) or 2..8, got ", s.a_bits);
-  check(s.first_last_bits >= 2 && s.first_last_bits <= 8,
-        "first/last layer bits: expected 2..8, got ", s.first_last_bits);
-  check(s.input_bits == 0 || (s.input_bits >= 2 && s.input_bits <= 8),
+  auto bits_ok = [](int b) { return b >= 2 && b <= 8; };
+  check(bits_ok(s.w_bits), "weight bits: expected 2..8, got ", s.w_bits);
+  check(s.a_bits == 0 || bits_ok(s.a_bits), "activation bits: expected 0 (off) or 2..8, got ",
+        s.a_bits);
+  check(bits_ok(s.first_last_bits), "first/last layer bits: expected 2..8, got ",
+        s.first_last_bits);
+  check(s.input_bits == 0 || bits_ok(s.input_bits),
         "input bits: expected 0 (FP input) or 2..8, got ", s.input_bits);
+  for (const auto& [name, b] : s.layer_w_bits)
+    check(bits_ok(b), "weight bits of layer ", name, ": expected 2..8, got ", b);
+  for (const auto& [name, b] : s.point_a_bits)
+    check(bits_ok(b), "activation bits of point ", name, ": expected 2..8, got ", b);
 }
+
+enum class WeightMode { fp, hard };
+
+/// How one forward pass of a QuantModel runs. The default is the deployed model: hard-rounded
+/// weights, every enabled activation point quantized.
+struct ForwardMode {
+  WeightMode weights = WeightMode::hard;  ///< every layer not in `soft`
+  /// Layers (by id) whose weights are soft-rounded by a rounding being learned.
+  std::map<int, const AdaRound*> soft{};
+  bool activations = true;  ///< quantize the enabled activation points
+  /// Layers with a larger id and points with a larger index run in FP (the model "quantized
+  /// till" a unit, as the official code takes Fisher gradients).
+  int last_layer = std::numeric_limits<int>::max();
+  int last_point = std::numeric_limits<int>::max();
+  /// QDrop: each quantized activation element keeps its FP value with this probability, drawn
+  /// from *drop_rng.
+  float drop = 0.0f;
+  Rng* drop_rng = nullptr;
+
+  static ForwardMode fp() { return {.weights = WeightMode::fp, .activations = false}; }
+  static ForwardMode weights_only() { return {.activations = false}; }
+};
+
+/// How activation ranges are initialised: through which weights, by which observers.
+struct ActivationInit {
+  WeightMode weights = WeightMode::hard;
+  ObserverFactory observer = make_observer;
+};
 
 class QuantModel {
  public:
-  nn::Model model;                                ///< FP weights, BatchNorm folded
+  nn::Model model;                                ///< FP weights, BatchNorm folded by default
   std::vector<UniformQuantizer> weight_q;         ///< by layer id
-  std::vector<std::optional<AdaRound>> rounding;  ///< by layer id, once learned (or learning)
+  std::vector<std::optional<AdaRound>> rounding;  ///< by layer id, once learned
   std::vector<UniformQuantizer> act_q;            ///< by activation point
   std::vector<bool> act_enabled;                  ///< by activation point
   QuantSettings settings;
 
-  bool weight_quant = true;  ///< use quantized weights
-  bool act_quant = false;    ///< apply activation quantizers
-  /// Layers with a larger id and points with a larger index run in FP ("quantized till" a unit,
-  /// used to take Fisher gradients as the official code does).
-  int quantized_until_layer = std::numeric_limits<int>::max();
-  int quantized_until_point = std::numeric_limits<int>::max();
-  float qdrop = 0.0f;  ///< probability of keeping an activation in FP (training forward only)
-
-  /// Folds BatchNorm, sets bit-widths (first and last layer at first_last_bits) and initialises
-  /// every weight quantizer's range.
+  /// Folds BatchNorm (unless s.fold_batchnorm is false), sets bit-widths (first and last layer at
+  /// first_last_bits, then the per-name ones) and initialises every weight quantizer's range.
   QuantModel(nn::Model fp, const QuantSettings& s, bool init_weight_ranges = true)
       : model(std::move(fp)), settings(s) {
     validate(s);
-    nn::fold_batchnorm(model);
+    if (s.fold_batchnorm) nn::fold_batchnorm(model);
     auto layers = model.layers();
     check(!layers.empty(), "QuantModel: model ", model.arch, " has no layers");
     weight_q.resize(layers.size());
@@ -92,15 +128,21 @@ class QuantModel {
     hard_.resize(layers.size());
     for (nn::Layer* l : layers) {
       const bool edge = l == layers.front() || l == layers.back();
-      UniformQuantizer& q = weight_q[static_cast<size_t>(l->id)];
-      q.config = {.bits = edge ? s.first_last_bits : s.w_bits,
-                  .per_channel = true,
-                  .symmetric = s.w_symmetric,
-                  .init = s.w_init};
-      if (!init_weight_ranges) continue;
-      init_range(q, l->weight);
-      hard_[static_cast<size_t>(l->id)] = nearest_weight(l->weight, q);
+      weight_q[static_cast<size_t>(l->id)].config = {.bits = edge ? s.first_last_bits : s.w_bits,
+                                                     .per_channel = true,
+                                                     .symmetric = s.w_symmetric,
+                                                     .init = s.w_init};
     }
+    for (const auto& [name, bits] : s.layer_w_bits)
+      weight_q[static_cast<size_t>(layer(name).id)].config.bits = bits;
+    if (init_weight_ranges)
+      for (nn::Layer* l : layers) {
+        UniformQuantizer& q = weight_q[static_cast<size_t>(l->id)];
+        std::unique_ptr<RangeObserver> o = make_observer(q.config);
+        o->observe(l->weight);
+        o->decide(q);
+        hard_[static_cast<size_t>(l->id)] = nearest_weight(l->weight, q);
+      }
     act_q.resize(static_cast<size_t>(model.num_points()));
     act_enabled.assign(static_cast<size_t>(model.num_points()), s.a_bits > 0);
     for (UniformQuantizer& q : act_q)
@@ -113,36 +155,59 @@ class QuantModel {
       act_enabled[in] = s.a_bits > 0 && s.input_bits > 0;
       act_q[in].config = {.bits = s.input_bits > 0 ? s.input_bits : 8, .init = RangeInit::minmax};
     }
+    for (const auto& [name, bits] : s.point_a_bits) {
+      const size_t p = static_cast<size_t>(point(name));
+      act_q[p].config.bits = bits;
+      act_enabled[p] = true;
+    }
   }
 
   const nn::Layer& first_layer() const { return *model.layers().front(); }
 
-  /// Layers whose weights are currently soft-rounded (learning), by id.
-  std::set<int> learning;
-  /// Activation points that initialise their range from the next tensor they see.
-  bool calibrating_activations = false;
-  /// Randomness for QDrop.
-  Rng drop_rng{0};
+  /// Whether any activation point is quantized.
+  bool quantizes_activations() const {
+    return std::find(act_enabled.begin(), act_enabled.end(), true) != act_enabled.end();
+  }
 
-  /// Starts learning AdaRound for a layer (alpha from the rounding remainder).
-  void begin_rounding(const nn::Layer& l) {
-    rounding[static_cast<size_t>(l.id)] =
-        AdaRound::init(l.weight, weight_q[static_cast<size_t>(l.id)]);
-    learning.insert(l.id);
+  /// The layer called `name`; the error lists the valid names.
+  const nn::Layer& layer(const std::string& name) const {
+    std::string names;
+    for (const nn::Layer* l : model.layers()) {
+      if (l->name == name) return *l;
+      names += (names.empty() ? "" : ", ") + l->name;
+    }
+    fail(model.arch, ": no layer named '", name, "'; layers: ", names);
   }
-  /// Hard rounding when learning is done.
-  void end_rounding(const nn::Layer& l) {
-    auto& r = rounding[static_cast<size_t>(l.id)];
-    check(r.has_value(), "end_rounding: layer ", l.name, " has no learned rounding");
-    r->alpha.set_requires_grad(false);
-    hard_[static_cast<size_t>(l.id)] = r->hard_weight(weight_q[static_cast<size_t>(l.id)]);
-    learning.erase(l.id);
+
+  /// Name of activation point p: "input" (the image), the name of the layer whose output it
+  /// quantizes, or the name of the block whose output it quantizes.
+  std::string point_name(int p) const {
+    if (p == model.input_point) return "input";
+    for (const nn::Block& b : model.blocks) {
+      for (const nn::Layer& l : b.layers)
+        if (l.act_point == p) return l.name;
+      if (b.out_point == p) return b.name;
+    }
+    fail(model.arch, ": no activation point ", p, " (", model.num_points(), " points)");
   }
-  /// Installs learned rounding (e.g. loaded from a checkpoint) as hard rounding.
+  /// The activation point called `name` (see point_name); the error lists the valid names.
+  int point(const std::string& name) const {
+    std::string names;
+    for (int p = 0; p < model.num_points(); ++p) {
+      const std::string n = point_name(p);
+      if (n == name) return p;
+      names += (names.empty() ? "" : ", ") + n;
+    }
+    fail(model.arch, ": no activation point named '", name, "'; points: ", names);
+  }
+
+  /// Installs learned rounding (learned by a Reconstructor, or loaded from a checkpoint) as the
+  /// layer's hard rounding.
   void set_rounding(const nn::Layer& l, AdaRound r) {
-    rounding[static_cast<size_t>(l.id)] = std::move(r);
-    learning.insert(l.id);
-    end_rounding(l);
+    const size_t i = static_cast<size_t>(l.id);
+    r.alpha.set_requires_grad(false);
+    hard_[i] = r.hard_weight(weight_q[i]);
+    rounding[i] = std::move(r);
   }
   /// Integer levels (0..2^bits-1) of layer l's quantized weight.
   Tensor weight_levels(const nn::Layer& l) const {
@@ -176,61 +241,89 @@ class QuantModel {
     }
     hard_[i] = w;
   }
-  /// Quantized weight in use for layer l (hard, or soft while learning).
-  Tensor quantized_weight(const nn::Layer& l) const {
-    const size_t i = static_cast<size_t>(l.id);
-    if (learning.count(l.id)) return rounding[i]->soft_weight(weight_q[i]);
-    return hard_[i];
+  /// Hard-rounded weight of layer l (round-to-nearest until rounding is learned).
+  Tensor quantized_weight(const nn::Layer& l) const { return hard_[static_cast<size_t>(l.id)]; }
+
+  /// The weight layer l uses in a pass of the given mode.
+  Tensor weight(const nn::Layer& l, const ForwardMode& m) const {
+    if (l.id > m.last_layer) return l.weight;
+    if (auto it = m.soft.find(l.id); it != m.soft.end())
+      return it->second->soft_weight(weight_q[static_cast<size_t>(l.id)]);
+    return m.weights == WeightMode::hard ? quantized_weight(l) : l.weight;
   }
 
-  /// Forward hooks for the current state. `training` enables QDrop.
-  nn::ForwardHooks hooks(bool training = false) {
+  /// Forward hooks running the model in the given mode (copied into the hooks).
+  nn::ForwardHooks hooks(const ForwardMode& m = {}) const {
+    check(m.drop == 0.0f || m.drop_rng, "ForwardMode: drop probability ", m.drop,
+          " without a generator to draw with");
     nn::ForwardHooks h;
-    if (weight_quant)
-      h.weight = [this](const nn::Layer& l) {
-        return l.id <= quantized_until_layer ? quantized_weight(l) : l.weight;
-      };
-    if (act_quant)
-      h.activation = [this, training](int p, const Tensor& x) {
-        return quantize_activation(p, x, training);
-      };
+    if (m.weights == WeightMode::hard || !m.soft.empty())
+      h.weight = [this, m](const nn::Layer& l) { return weight(l, m); };
+    if (m.activations)
+      h.activation = [this, m](int p, const Tensor& x) { return quantize_activation(p, x, m); };
     return h;
   }
 
-  Tensor forward(const Tensor& x) { return model.forward(x, hooks()); }
+  /// The model in the given mode; by default the deployed model.
+  Tensor forward(const Tensor& x, const ForwardMode& m = {}) const {
+    return model.forward(x, hooks(m));
+  }
 
-  /// Weight-only or weight+activation fake quantization at point p.
-  Tensor quantize_activation(int p, const Tensor& x, bool training) {
+  /// Fake quantization at point p in mode m (identity where the mode or the point is off).
+  Tensor quantize_activation(int p, const Tensor& x, const ForwardMode& m) const {
     const size_t i = static_cast<size_t>(p);
-    if (!act_enabled[i] || p > quantized_until_point) return x;
-    UniformQuantizer& q = act_q[i];
-    if (!q.initialized()) {
-      check(calibrating_activations, "activation point ", p,
-            " is not initialised: run init_activations on calibration data first");
-      NoGrad ng;
-      init_range(q, x);
-    }
+    if (!m.activations || !act_enabled[i] || p > m.last_point) return x;
+    const UniformQuantizer& q = act_q[i];
+    check(q.initialized(), "activation point ", p, " (", point_name(p),
+          ") is not initialised: run init_activations on calibration data first");
     Tensor xq = fake_quantize(x, q);
-    if (!(training && qdrop > 0.0f)) return xq;
-    // QDrop: each element keeps its FP value with probability qdrop.
+    if (m.drop <= 0.0f) return xq;
+    // QDrop: each element keeps its FP value with probability m.drop.
     Tensor keep = Tensor::empty(x.shape());
     float* pk = keep.data<float>();
-    for_each_bernoulli(drop_rng, qdrop, keep.numel(),
+    for_each_bernoulli(*m.drop_rng, m.drop, keep.numel(),
                        [pk](int64_t i, bool fp) { pk[i] = fp ? 1.0f : 0.0f; });
     return where(keep, x, xq);
   }
 
-  /// Initialises every activation quantizer in forward order from one calibration batch run
-  /// through the (weight-)quantized model, as the official code does with 64 images.
-  void init_activations(const Tensor& calib) {
+  /// Initialises every enabled activation quantizer, in forward order, on calibration batches
+  /// run through the model with the points before it quantized (the official code does this with
+  /// one batch of 64 images). One batch: one pass, each point deciding as the pass reaches it;
+  /// several: one pass over all batches per point, so that its observer sees them all.
+  void init_activations(const std::vector<Tensor>& batches, const ActivationInit& init = {}) {
+    check(!batches.empty(), "init_activations: no calibration batch");
     NoGrad ng;
     for (UniformQuantizer& q : act_q) q.scale = q.zero_point = Tensor();
-    const bool saved = act_quant;
-    act_quant = true;
-    calibrating_activations = true;
-    forward(calib);
-    calibrating_activations = false;
-    act_quant = saved;
+    const ForwardMode weights{.weights = init.weights, .activations = false};
+    nn::ForwardHooks h = hooks(weights);
+    const ForwardMode all{.weights = init.weights};
+    if (batches.size() == 1) {
+      h.activation = [&](int p, const Tensor& x) {
+        UniformQuantizer& q = act_q[static_cast<size_t>(p)];
+        if (act_enabled[static_cast<size_t>(p)] && !q.initialized()) {
+          std::unique_ptr<RangeObserver> o = init.observer(q.config);
+          o->observe(x);
+          o->decide(q);
+        }
+        return quantize_activation(p, x, all);
+      };
+      model.forward(batches.front(), h);
+      return;
+    }
+    for (int current = 0; current < model.num_points(); ++current) {
+      UniformQuantizer& q = act_q[static_cast<size_t>(current)];
+      if (!act_enabled[static_cast<size_t>(current)]) continue;
+      std::unique_ptr<RangeObserver> o = init.observer(q.config);
+      h.activation = [&](int p, const Tensor& x) {
+        if (p == current) o->observe(x);
+        return p < current ? quantize_activation(p, x, all) : x;
+      };
+      for (const Tensor& b : batches) model.forward(b, h);
+      o->decide(q);
+    }
+  }
+  void init_activations(const Tensor& calib, const ActivationInit& init = {}) {
+    init_activations(std::vector<Tensor>{calib}, init);
   }
 
   /// Activation points inside blocks [first, last) (layer points and block outputs).
@@ -245,7 +338,7 @@ class QuantModel {
   }
 
  private:
-  std::vector<Tensor> hard_;  ///< quantized weights in use, by layer id
+  std::vector<Tensor> hard_;  ///< hard-rounded weights, by layer id
 };
 
 }  // namespace brecq::quant

@@ -50,19 +50,23 @@ struct UniformQuantizer {
 
 namespace detail {
 
+/// (scale, zero point) that map [mn, mx] onto the integer grid of config.
+inline std::pair<float, float> range_params(float mn, float mx, const QuantizerConfig& c) {
+  const float qmax = static_cast<float>((1 << c.bits) - 1);
+  if (c.symmetric) {
+    const float a = std::max(std::fabs(mn), std::fabs(mx));
+    mn = -a, mx = a;
+  }
+  const float s = std::max((mx - mn) / qmax, 1e-8f);
+  return {s, std::nearbyint(-mn / s)};
+}
+
 /// Best (scale, zero point) for the values p[0..n) under config.
 inline std::pair<float, float> search_range(const float* p, int64_t n, const QuantizerConfig& c) {
   float lo = p[0], hi = p[0];
   for (int64_t i = 1; i < n; ++i) lo = std::min(lo, p[i]), hi = std::max(hi, p[i]);
   const float qmax = static_cast<float>((1 << c.bits) - 1);
-  auto params = [&](float mn, float mx) {
-    if (c.symmetric) {
-      const float a = std::max(std::fabs(mn), std::fabs(mx));
-      mn = -a, mx = a;
-    }
-    const float s = std::max((mx - mn) / qmax, 1e-8f);
-    return std::pair<float, float>{s, std::nearbyint(-mn / s)};
-  };
+  auto params = [&](float mn, float mx) { return range_params(mn, mx, c); };
   if (c.init == RangeInit::minmax) return params(std::min(lo, 0.0f), std::max(hi, 0.0f));
   std::pair<float, float> best = params(lo, hi);
   double best_err = INFINITY;

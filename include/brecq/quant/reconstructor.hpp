@@ -1,12 +1,13 @@
 #pragma once
-// BRECQ reconstruction: one loop for every granularity. For each unit: cache its inputs (from the
-// quantized model), targets (from the FP model) and optional Fisher weights once, then learn the
-// rounding of its weights (AdaRound) with the activations in FP; after all units, initialise the
-// activation quantizers and learn their step sizes unit by unit with the weights fixed.
+// BRECQ reconstruction: one loop for every granularity, and one optimisation routine for every
+// pass. For each unit: cache its inputs (from the quantized model), targets (from the FP model)
+// and optional Fisher weights once, then learn the rounding of its weights (AdaRound) with the
+// activations in FP; after all units, initialise the activation quantizers and learn their step
+// sizes unit by unit with the weights fixed. The qdrop recipe learns both in one pass per unit.
 #include <chrono>
 #include <cstring>
 #include <functional>
-#include <optional>
+#include <map>
 #include <sstream>
 
 #include "brecq/nn/optim.hpp"
@@ -151,37 +152,82 @@ class Reconstructor {
 
   const std::vector<Unit>& units() const { return units_; }
 
-  /// Weight pass over units [start, end) (start > 0 resumes).
-  std::vector<UnitReport> weight_pass(size_t start = 0, const UnitDoneCallback& done = {}) {
-    std::vector<UnitReport> out;
-    for (size_t i = start; i < units_.size(); ++i) {
-      out.push_back(learn_rounding(units_[i], i));
-      if (done) done("weights", i + 1);
-    }
-    return out;
-  }
-
   /// Whether rounding and activation steps are learned together (the qdrop recipe with
   /// activation quantization).
-  bool joint() const { return s_.recipe == Recipe::qdrop && qm_.settings.a_bits > 0; }
+  bool joint() const { return s_.recipe == Recipe::qdrop && qm_.quantizes_activations(); }
 
   /// Initialises activation quantizers on the first act_init_images calibration images, run
   /// through the weight-quantized model (brecq, after the weight pass) or the FP model (qdrop,
   /// before it).
   void init_activations() {
     const int64_t n = std::min<int64_t>(s_.act_init_images, calib_.dim(0));
-    const bool wq = qm_.weight_quant;
-    qm_.weight_quant = !joint();
-    qm_.init_activations(calib_.narrow(0, 0, n));
-    qm_.weight_quant = wq;
+    qm_.init_activations(calib_.narrow(0, 0, n),
+                         {.weights = joint() ? WeightMode::fp : WeightMode::hard});
   }
 
-  /// Activation pass over units [start, end).
+  /// Weight pass over units [start, end) (start > 0 resumes): AdaRound with the activations in
+  /// FP, or (joint) with them quantized and their steps learned alongside.
+  std::vector<UnitReport> weight_pass(size_t start = 0, const UnitDoneCallback& done = {}) {
+    std::vector<UnitReport> out;
+    for (size_t i = start; i < units_.size(); ++i) {
+      const Unit& u = units_[i];
+      std::vector<AdaRound> rounding;  // learned here, installed in qm_ when done
+      for (const nn::Layer* l : u.layers)
+        rounding.push_back(AdaRound::init(l->weight, qm_.weight_q[static_cast<size_t>(l->id)]));
+      Learning L{.pass = "weights",
+                 .tag = "W",
+                 .iters = s_.iters_w,
+                 .p = s_.p_w,
+                 .seed = s_.seed * 1000003ull + i,
+                 .act = joint(),
+                 .quantized_input = true,
+                 .mix_inputs = joint(),
+                 .drop = joint() ? s_.qdrop : 0.0f};
+      L.groups.push_back({{}, s_.lr_w, false});
+      for (size_t k = 0; k < u.layers.size(); ++k) {
+        L.soft[u.layers[k]->id] = &rounding[k];
+        L.groups[0].params.push_back(rounding[k].alpha);
+      }
+      if (joint()) L.groups.push_back({learnable_steps(u), s_.lr_a_joint, true});
+      const int64_t reg_start = static_cast<int64_t>(s_.warmup * static_cast<float>(s_.iters_w));
+      if (s_.lambda > 0)
+        L.regularizer = [&, reg_start](int64_t t) {
+          if (t < reg_start) return Tensor();
+          const float beta = adaround_beta(t, s_.iters_w, s_.warmup, s_.beta_start, s_.beta_end);
+          Tensor reg;
+          for (const AdaRound& r : rounding) {
+            Tensor rl = r.regularizer(beta);
+            reg = reg.defined() ? add(reg, rl) : rl;
+          }
+          return mul(reg, s_.lambda);
+        };
+      L.install = [&] {
+        for (size_t k = 0; k < u.layers.size(); ++k)
+          qm_.set_rounding(*u.layers[k], std::move(rounding[k]));
+      };
+      out.push_back(optimise(u, i, L));
+      if (done) done("weights", i + 1);
+    }
+    return out;
+  }
+
+  /// Activation pass over units [start, end): the steps of the unit's points, weights fixed.
   std::vector<UnitReport> activation_pass(size_t start = 0, const UnitDoneCallback& done = {}) {
     std::vector<UnitReport> out;
     for (size_t i = start; i < units_.size(); ++i) {
-      UnitReport r = learn_act_steps(units_[i], i);
-      if (r.iterations > 0) out.push_back(r);
+      std::vector<Tensor> steps = learnable_steps(units_[i]);
+      if (!steps.empty() && s_.iters_a > 0) {
+        Learning L{.pass = "activations",
+                   .tag = "A",
+                   .iters = s_.iters_a,
+                   .p = s_.p_a,
+                   .seed = s_.seed * 1000003ull + 500009ull + i,
+                   .act = true,
+                   .quantized_input = s_.act_input_quantized,
+                   .drop = s_.qdrop};
+        L.groups.push_back({std::move(steps), s_.lr_a, true});
+        out.push_back(optimise(units_[i], i, L));
+      }
       if (done) done("activations", i + 1);
     }
     return out;
@@ -190,226 +236,170 @@ class Reconstructor {
  private:
   struct Cache {
     Tensor inputs, targets, fisher;
-    Tensor fp_inputs;  ///< joint mode: the unit input in the FP model, mixed into `inputs`
+    Tensor fp_inputs;  ///< mix_inputs: the unit input in the FP model
   };
 
-  std::vector<const nn::Layer*> unit_layers(const Unit& u) const {
-    if (u.layer) return {u.layer};
-    std::vector<const nn::Layer*> out;
-    for (size_t b = u.first_block; b < u.last_block; ++b) {
-      for (const nn::Layer& l : qm_.model.blocks[b].layers) out.push_back(&l);
-      for (const nn::Layer& l : qm_.model.blocks[b].shortcut_layers) out.push_back(&l);
+  /// Parameters one Adam learns, at a constant or a cosine-decayed (to 0) learning rate.
+  struct ParamGroup {
+    std::vector<Tensor> params;
+    float lr = 0;
+    bool cosine = false;
+  };
+
+  /// What one optimisation of a unit learns, and how.
+  struct Learning {
+    const char* pass = "";  ///< "weights" or "activations" (reports, checkpoints)
+    const char* tag = "";   ///< progress label
+    int64_t iters = 0;
+    float p = 2.0f;     ///< L_p exponent of the reconstruction loss
+    uint64_t seed = 0;  ///< batch sampling
+    bool act = false;   ///< activations quantized: in the inputs, the held loss and training
+    bool quantized_input = false;  ///< unit inputs from the quantized model, else the FP one
+    bool mix_inputs = false;       ///< QDrop's unit input (each element FP with probability qdrop)
+    float drop = 0.0f;             ///< QDrop probability in the training forward passes
+    std::map<int, const AdaRound*> soft{};  ///< rounding being learned, by layer id
+    std::vector<ParamGroup> groups{};
+    std::function<Tensor(int64_t t)> regularizer{};  ///< added to the loss where defined
+    std::function<void()> install{};                 ///< when learning is done
+  };
+
+  /// Sets requires_grad on tensors for its lifetime, so that an exception leaves none set.
+  struct Learnable {
+    explicit Learnable(const std::vector<ParamGroup>& gs) {
+      for (const ParamGroup& g : gs)
+        for (const Tensor& t : g.params) params.push_back(t), params.back().set_requires_grad(true);
     }
-    return out;
-  }
-  std::vector<int> unit_points(const Unit& u) const {
-    if (u.layer)
-      return u.layer->act_point >= 0 ? std::vector<int>{u.layer->act_point} : std::vector<int>{};
-    return qm_.points_in_blocks(u.first_block, u.last_block);
-  }
-
-  Tensor unit_forward(const Unit& u, const Tensor& x, const nn::ForwardHooks& h) const {
-    if (u.layer) return nn::forward_layer(*u.layer, x, h);
-    return qm_.model.forward_blocks(x, u.first_block, u.last_block, h);
-  }
-
-  /// Runs the model on x up to the unit and returns (unit input, unit output).
-  std::pair<Tensor, Tensor> unit_io(const Unit& u, const Tensor& x,
-                                    const nn::ForwardHooks& h) const {
-    if (!u.layer) {
-      Tensor in = qm_.model.forward_blocks(x, 0, u.first_block, h);
-      return {in, qm_.model.forward_blocks(in, u.first_block, u.last_block, h)};
+    ~Learnable() {
+      for (Tensor& t : params) t.set_requires_grad(false);
     }
-    std::pair<Tensor, Tensor> io;
-    nn::ForwardHooks hc = h;
-    hc.layer_output = [&](const nn::Layer& l, const Tensor& in, const Tensor& out) {
-      if (&l == u.layer) io = {in, out};
-      return out;
-    };
-    qm_.model.forward_blocks(x, 0, u.first_block + 1, hc);
-    return io;
+    Learnable(const Learnable&) = delete;
+    Learnable& operator=(const Learnable&) = delete;
+    std::vector<Tensor> params;
+  };
+
+  /// The held-out measure, the training loop and the report of one unit.
+  UnitReport optimise(const Unit& u, size_t index, Learning& L) {
+    std::erase_if(L.groups, [](const ParamGroup& g) { return g.params.empty(); });
+    const auto t0 = std::chrono::steady_clock::now();
+    UnitReport r{u.name, L.pass, 0, 0, 0, L.iters};
+    Cache c = cache(u, L);
+    const ForwardMode held{.activations = L.act};
+    r.loss_before = held_loss(u, c, L.p, held);  // hard rounding: round-to-nearest so far
+    {
+      Learnable learnable(L.groups);
+      std::vector<Adam> opts;  // one per group
+      opts.reserve(L.groups.size());
+      for (const ParamGroup& g : L.groups) opts.emplace_back(g.params, AdamParams{.lr = g.lr});
+      Rng rng(L.seed);
+      Rng drop_rng(s_.seed * 7919ull + index);
+      std::vector<int64_t> perm;
+      ProgressBar bar("[" + std::string(L.tag) + " " + std::to_string(index + 1) + "/" +
+                          std::to_string(units_.size()) + " " + u.name + "]",
+                      L.iters, s_.progress);
+      ForwardMode train{.soft = L.soft, .activations = L.act, .drop = L.drop};
+      if (L.drop > 0) train.drop_rng = &drop_rng;
+      const nn::ForwardHooks h = qm_.hooks(train);
+      for (int64_t t = 1; t <= L.iters; ++t) {
+        for (size_t k = 0; k < L.groups.size(); ++k)
+          if (L.groups[k].cosine) opts[k].set_lr(cosine_lr(L.groups[k].lr, t - 1, L.iters));
+        auto idx = detail::sample_indices(rng, c.inputs.dim(0), s_.batch, perm);
+        Tensor x = detail::gather_rows(c.inputs, idx);
+        if (L.mix_inputs) x = mix_inputs(x, detail::gather_rows(c.fp_inputs, idx), drop_rng);
+        Tensor out = u.forward(qm_.model, x, h);
+        Tensor f = c.fisher.defined() ? detail::gather_rows(c.fisher, idx) : Tensor();
+        Tensor rec = reconstruction_loss(out, detail::gather_rows(c.targets, idx), f, L.p);
+        Tensor reg = L.regularizer ? L.regularizer(t) : Tensor();
+        backward(reg.defined() ? add(rec, reg) : rec);
+        for (Adam& o : opts) {
+          o.step();
+          o.zero_grad();
+        }
+        if (s_.progress) {
+          std::ostringstream st;
+          st.precision(4);
+          st << "rec " << rec.item();
+          if (L.regularizer) st << " round " << (reg.defined() ? reg.item() : 0.0f);
+          bar.update(t, st.str());
+        }
+      }
+      bar.finish();
+    }
+    if (L.install) L.install();
+    r.loss_after = held_loss(u, c, L.p, held);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
   }
 
-  /// Unit inputs and targets for all calibration images, and Fisher weights if asked.
-  Cache cache(const Unit& u, bool act_pass) {
+  /// Unit inputs and targets for all calibration images, and Fisher weights if asked. Rounding
+  /// is learned on the quantized model's inputs (so a unit makes up for the error of those
+  /// before it); the official activation pass takes the FP model's.
+  Cache cache(const Unit& u, const Learning& L) {
     Cache c;
-    if (s_.loss == ReconLoss::fisher) c.fisher = fisher_weights(u, act_pass);
+    if (s_.loss == ReconLoss::fisher) c.fisher = fisher_weights(u, L);
     NoGrad ng;
     const int64_t N = calib_.dim(0), chunk = 128;
     std::vector<Tensor> ins, outs, fp_ins;
-    const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    // Rounding is learned on the quantized model's inputs (so a unit makes up for the error of
-    // those before it); the official activation pass takes the FP model's.
-    const bool quantized_input = !act_pass || joint() || s_.act_input_quantized;
+    const nn::ForwardHooks fp = qm_.hooks(ForwardMode::fp());
+    const nn::ForwardHooks quantized = qm_.hooks({.activations = L.act});
     for (int64_t b = 0; b < N; b += chunk) {
       Tensor x = calib_.narrow(0, b, std::min(chunk, N - b));
-      qm_.weight_quant = false, qm_.act_quant = false;
-      auto [fp_in, fp_out] = unit_io(u, x, qm_.hooks());
+      auto [fp_in, fp_out] = u.io(qm_.model, x, fp);
       outs.push_back(fp_out);
-      if (joint()) fp_ins.push_back(fp_in);
-      if (quantized_input) {
-        qm_.weight_quant = true, qm_.act_quant = act_pass;
-        ins.push_back(unit_io(u, x, qm_.hooks()).first);
-      } else {
-        ins.push_back(fp_in);
-      }
+      if (L.mix_inputs) fp_ins.push_back(fp_in);
+      ins.push_back(L.quantized_input || L.mix_inputs ? u.io(qm_.model, x, quantized).first
+                                                      : fp_in);
     }
-    qm_.weight_quant = wq, qm_.act_quant = aq;
     c.inputs = detail::stack_batches(ins);
     c.targets = detail::stack_batches(outs);
-    if (joint()) c.fp_inputs = detail::stack_batches(fp_ins);
+    if (L.mix_inputs) c.fp_inputs = detail::stack_batches(fp_ins);
     return c;
   }
 
   /// |dKL/dz| + 1 at the unit output z, with the model quantized up to and including the unit
   /// (the official fisher_diag: KL between the quantized and FP predictions, batches of 32).
-  Tensor fisher_weights(const Unit& u, bool act_pass) {
+  Tensor fisher_weights(const Unit& u, const Learning& L) {
     const int64_t N = calib_.dim(0), chunk = 32;
     if (!fp_logits_.defined()) {
       NoGrad ng;
-      const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-      qm_.weight_quant = qm_.act_quant = false;
       std::vector<Tensor> parts;
       for (int64_t b = 0; b < N; b += chunk)
-        parts.push_back(qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b))));
+        parts.push_back(
+            qm_.forward(calib_.narrow(0, b, std::min(chunk, N - b)), ForwardMode::fp()));
       fp_logits_ = detail::stack_batches(parts);
-      qm_.weight_quant = wq, qm_.act_quant = aq;
     }
-    int max_layer = -1, max_point = -1;
-    for (const nn::Layer* l : unit_layers(u)) max_layer = std::max(max_layer, l->id);
-    for (int p : unit_points(u)) max_point = std::max(max_point, p);
-    const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    qm_.weight_quant = true, qm_.act_quant = act_pass;
-    qm_.quantized_until_layer = max_layer;
-    qm_.quantized_until_point = max_point;
+    ForwardMode m{.soft = L.soft, .activations = L.act, .last_layer = -1, .last_point = -1};
+    for (const nn::Layer* l : u.layers) m.last_layer = std::max(m.last_layer, l->id);
+    for (int p : u.points) m.last_point = std::max(m.last_point, p);
+    const nn::ForwardHooks h = qm_.hooks(m);
     std::vector<Tensor> grads;
     for (int64_t b = 0; b < N; b += chunk) {
       const int64_t n = std::min(chunk, N - b);
-      Tensor x = calib_.narrow(0, b, n);
       Tensor leaf;
-      nn::ForwardHooks h = qm_.hooks();
-      Tensor logits;
-      if (u.layer) {
-        h.layer_output = [&](const nn::Layer& l, const Tensor&, const Tensor& out) {
-          if (&l != u.layer) return out;
-          leaf = out.detach();
-          leaf.set_requires_grad(true);
-          return leaf;
-        };
-        logits = qm_.model.forward(x, h);
-      } else {
-        Tensor z;
-        {
-          NoGrad ng;
-          z = qm_.model.forward_blocks(x, 0, u.last_block, h);
-        }
-        leaf = z.detach();
-        leaf.set_requires_grad(true);
-        logits = qm_.model.forward_blocks(leaf, u.last_block, qm_.model.blocks.size(), h);
-      }
-      Tensor loss = kl_div(logits, fp_logits_.narrow(0, b, n));
-      backward(loss);
+      const Tensor logits =
+          u.forward_through(qm_.model, calib_.narrow(0, b, n), h, [&](const Tensor& z) {
+            leaf = z.detach();
+            leaf.set_requires_grad(true);
+            return leaf;
+          });
+      backward(kl_div(logits, fp_logits_.narrow(0, b, n)));
       grads.push_back(abs(leaf.grad()) + 1.0f);
     }
-    qm_.quantized_until_layer = qm_.quantized_until_point = std::numeric_limits<int>::max();
-    qm_.weight_quant = wq, qm_.act_quant = aq;
     return detail::stack_batches(grads);
   }
 
-  /// Reconstruction loss of the current state on up to 256 cached samples (no gradient).
-  double held_loss(const Unit& u, const Cache& c, float p, bool act) {
+  /// Reconstruction loss in mode m on up to 256 cached samples (no gradient).
+  double held_loss(const Unit& u, const Cache& c, float p, const ForwardMode& m) const {
     NoGrad ng;
     const int64_t n = std::min<int64_t>(256, c.inputs.dim(0));
-    const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    qm_.weight_quant = true, qm_.act_quant = act;
-    Tensor out = unit_forward(u, c.inputs.narrow(0, 0, n), qm_.hooks());
-    qm_.weight_quant = wq, qm_.act_quant = aq;
+    Tensor out = u.forward(qm_.model, c.inputs.narrow(0, 0, n), qm_.hooks(m));
     Tensor f = c.fisher.defined() ? c.fisher.narrow(0, 0, n) : Tensor();
     return reconstruction_loss(out, c.targets.narrow(0, 0, n), f, p).item();
-  }
-
-  UnitReport learn_rounding(const Unit& u, size_t index) {
-    const auto t0 = std::chrono::steady_clock::now();
-    UnitReport r{u.name, "weights", 0, 0, 0, s_.iters_w};
-    const auto layers = unit_layers(u);
-    for (const nn::Layer* l : layers) qm_.begin_rounding(*l);
-    const bool joint_unit = joint();  // activations quantized, their steps learned alongside
-    Cache c = cache(u, joint_unit);
-    // "before": round-to-nearest, the baseline AdaRound has to beat.
-    {
-      std::set<int> learning = qm_.learning;
-      qm_.learning.clear();
-      r.loss_before = held_loss(u, c, s_.p_w, joint_unit);
-      qm_.learning = learning;
-    }
-    std::vector<Tensor> alphas;
-    for (const nn::Layer* l : layers)
-      alphas.push_back(qm_.rounding[static_cast<size_t>(l->id)]->alpha);
-    Adam opt(alphas, {.lr = s_.lr_w});
-    std::vector<Tensor> steps = joint_unit ? learnable_steps(u) : std::vector<Tensor>{};
-    for (Tensor& st : steps) st.set_requires_grad(true);
-    std::optional<Adam> step_opt;
-    if (!steps.empty()) step_opt.emplace(steps, AdamParams{.lr = s_.lr_a_joint});
-    Rng rng(s_.seed * 1000003ull + index);
-    qm_.drop_rng = Rng(s_.seed * 7919ull + index);
-    std::vector<int64_t> perm;
-    ProgressBar bar("[W " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " +
-                        u.name + "]",
-                    s_.iters_w, s_.progress);
-    const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    qm_.weight_quant = true, qm_.act_quant = joint_unit;
-    if (joint_unit) qm_.qdrop = s_.qdrop;
-    const nn::ForwardHooks h = qm_.hooks(/*training=*/joint_unit);
-    const int64_t reg_start = static_cast<int64_t>(s_.warmup * static_cast<float>(s_.iters_w));
-    for (int64_t t = 1; t <= s_.iters_w; ++t) {
-      if (step_opt) step_opt->set_lr(cosine_lr(s_.lr_a_joint, t - 1, s_.iters_w));
-      auto idx = detail::sample_indices(rng, c.inputs.dim(0), s_.batch, perm);
-      Tensor x = detail::gather_rows(c.inputs, idx);
-      if (joint_unit) x = mix_inputs(x, detail::gather_rows(c.fp_inputs, idx));
-      Tensor out = unit_forward(u, x, h);
-      Tensor f = c.fisher.defined() ? detail::gather_rows(c.fisher, idx) : Tensor();
-      Tensor rec = reconstruction_loss(out, detail::gather_rows(c.targets, idx), f, s_.p_w);
-      Tensor total = rec;
-      float reg_value = 0.0f;
-      if (t >= reg_start && s_.lambda > 0) {
-        const float beta = adaround_beta(t, s_.iters_w, s_.warmup, s_.beta_start, s_.beta_end);
-        Tensor reg;
-        for (const nn::Layer* l : layers) {
-          Tensor rl = qm_.rounding[static_cast<size_t>(l->id)]->regularizer(beta);
-          reg = reg.defined() ? add(reg, rl) : rl;
-        }
-        reg = mul(reg, s_.lambda);
-        reg_value = reg.item();
-        total = add(rec, reg);
-      }
-      backward(total);
-      opt.step();
-      opt.zero_grad();
-      if (step_opt) {
-        step_opt->step();
-        step_opt->zero_grad();
-      }
-      if (s_.progress) {
-        std::ostringstream st;
-        st.precision(4);
-        st << "rec " << rec.item() << " round " << reg_value;
-        bar.update(t, st.str());
-      }
-    }
-    bar.finish();
-    qm_.qdrop = 0.0f;
-    qm_.weight_quant = wq, qm_.act_quant = aq;
-    for (Tensor& st : steps) st.set_requires_grad(false);
-    for (const nn::Layer* l : layers) qm_.end_rounding(*l);
-    r.loss_after = held_loss(u, c, s_.p_w, joint_unit);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return r;
   }
 
   /// The activation step sizes a unit learns (its enabled, initialised points).
   std::vector<Tensor> learnable_steps(const Unit& u) const {
     std::vector<Tensor> steps;
-    for (int p : unit_points(u))
+    for (int p : u.points)
       if (qm_.act_enabled[static_cast<size_t>(p)] &&
           qm_.act_q[static_cast<size_t>(p)].initialized())
         steps.push_back(qm_.act_q[static_cast<size_t>(p)].scale);
@@ -418,58 +408,14 @@ class Reconstructor {
 
   /// QDrop's unit input: each element from the quantized model's input, with probability qdrop,
   /// or else from the FP model's.
-  Tensor mix_inputs(const Tensor& quantized, const Tensor& fp) {
+  Tensor mix_inputs(const Tensor& quantized, const Tensor& fp, Rng& rng) const {
     Tensor out = Tensor::empty(quantized.shape());
     const float* q = quantized.data<float>();
     const float* f = fp.data<float>();
     float* o = out.data<float>();
-    for_each_bernoulli(qm_.drop_rng, s_.qdrop, out.numel(),
+    for_each_bernoulli(rng, s_.qdrop, out.numel(),
                        [=](int64_t i, bool from_q) { o[i] = from_q ? q[i] : f[i]; });
     return out;
-  }
-
-  UnitReport learn_act_steps(const Unit& u, size_t index) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<Tensor> steps = learnable_steps(u);
-    UnitReport r{u.name, "activations", 0, 0, 0, steps.empty() ? 0 : s_.iters_a};
-    if (steps.empty() || s_.iters_a == 0) return r;
-    Cache c = cache(u, true);
-    r.loss_before = held_loss(u, c, s_.p_a, true);
-    for (Tensor& t : steps) t.set_requires_grad(true);
-    Adam opt(steps, {.lr = s_.lr_a});
-    Rng rng(s_.seed * 1000003ull + 500009ull + index);
-    qm_.drop_rng = Rng(s_.seed * 7919ull + index);
-    qm_.qdrop = s_.qdrop;
-    std::vector<int64_t> perm;
-    ProgressBar bar("[A " + std::to_string(index + 1) + "/" + std::to_string(units_.size()) + " " +
-                        u.name + "]",
-                    s_.iters_a, s_.progress);
-    const bool wq = qm_.weight_quant, aq = qm_.act_quant;
-    qm_.weight_quant = true, qm_.act_quant = true;
-    const nn::ForwardHooks h = qm_.hooks(/*training=*/true);
-    for (int64_t t = 1; t <= s_.iters_a; ++t) {
-      opt.set_lr(cosine_lr(s_.lr_a, t - 1, s_.iters_a));
-      auto idx = detail::sample_indices(rng, c.inputs.dim(0), s_.batch, perm);
-      Tensor out = unit_forward(u, detail::gather_rows(c.inputs, idx), h);
-      Tensor f = c.fisher.defined() ? detail::gather_rows(c.fisher, idx) : Tensor();
-      Tensor rec = reconstruction_loss(out, detail::gather_rows(c.targets, idx), f, s_.p_a);
-      backward(rec);
-      opt.step();
-      opt.zero_grad();
-      if (s_.progress) {
-        std::ostringstream st;
-        st.precision(4);
-        st << "rec " << rec.item();
-        bar.update(t, st.str());
-      }
-    }
-    bar.finish();
-    qm_.qdrop = 0.0f;
-    qm_.weight_quant = wq, qm_.act_quant = aq;
-    for (Tensor& t : steps) t.set_requires_grad(false);
-    r.loss_after = held_loss(u, c, s_.p_a, true);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return r;
   }
 
   QuantModel& qm_;

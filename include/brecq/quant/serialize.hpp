@@ -286,7 +286,6 @@ inline QuantModel load_quantized_v1(const SafetensorsFile& f) {
     q.scale = f.to_f32(n + ".scale");
     q.zero_point = f.to_f32(n + ".zero_point");
   }
-  qm.act_quant = s.a_bits > 0;
   return qm;
 }
 
@@ -492,19 +491,16 @@ inline QuantModel quant_model_from_graph(const runtime::Graph& g, const std::str
   const auto ml = qm.model.layers();
   for (size_t i = 0; i < ml.size(); ++i) detail::install_weights(qm, *ml[i], *gl[i]);
   for (nn::Layer* l : qm.model.layers()) l->weight = qm.quantized_weight(*l);
-  bool any = false;
   for (size_t p = 0; p < g.points.size(); ++p) {
     const runtime::Point& pt = g.points[p];
     UniformQuantizer& q = qm.act_q[p];
     q.config.bits = pt.bits;
     qm.act_enabled[p] = pt.enabled;
     if (!pt.enabled) continue;
-    any = true;
     q.scale = Tensor::from_data<float>(Shape{1}, &pt.scale);
     const float z = static_cast<float>(pt.zero_point);
     q.zero_point = Tensor::from_data<float>(Shape{1}, &z);
   }
-  qm.act_quant = any;
   return qm;
 }
 

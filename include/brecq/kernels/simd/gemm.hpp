@@ -31,7 +31,7 @@ using Vec = xsimd::batch<float>;
 inline constexpr int kVec = static_cast<int>(Vec::size);
 /// SIMD registers of the target: 32 with AVX-512 and AArch64 NEON, 16 with AVX2/SSE. The register
 /// tiles are sized to fit (accumulators + operand vectors + a broadcast), as a spilled accumulator
-/// halves the FMA rate (measured on Zen 3: an 8 x 16 AVX2 tile ran at 50 % of peak).
+/// halves the FMA rate.
 inline constexpr int kVecRegisters = std::is_base_of_v<xsimd::avx512f, xsimd::default_arch> ||
                                              std::is_base_of_v<xsimd::neon64, xsimd::default_arch>
                                          ? 32
@@ -106,7 +106,7 @@ inline void pack_panels(const float* src, int64_t sx, int64_t sk, int64_t n, int
 
 /// Makes the compiler hold v in a register: otherwise GCC folds each use of a loaded B vector
 /// into a memory-operand FMA, re-reading it once per row of the tile, and a 3- or 4-row AVX2
-/// tile becomes load-bound (measured on Zen 3: 4 rows took 6.6 cycles per k, 4.3 with this).
+/// tile becomes load-bound.
 inline void keep_in_register([[maybe_unused]] Vec& v) {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
   asm("" : "+x"(v.data));
@@ -126,8 +126,7 @@ inline void micro_tile(int64_t kc, const float* a, const float* const* rows, con
                        const int64_t* boffs, float* c, int64_t ldc, float alpha, float beta,
                        int64_t n) {
   // The tile of C is touched once, after kc steps: fetch its lines now, as once C outgrows L2
-  // its rows (a page apart) miss to L3 at the end of every tile (measured on Zen 3, one thread:
-  // M = N = K = 2000 went from 0.76x to 0.9x OpenBLAS with this).
+  // its rows (a page apart) miss to L3 at the end of every tile.
   for (int i = 0; i < M; ++i) {
     __builtin_prefetch(c + i * ldc, 1);
     __builtin_prefetch(c + i * ldc + NV * kVec - 1, 1);
@@ -231,9 +230,8 @@ struct MatrixB {
   /// sequential read streams, where panel-by-panel packing reads kc rows at once (each on its own
   /// page, when rows are long), which the prefetchers cannot follow. Each group writes kRowGroup
   /// whole lines per panel: one row at a time wrote a single line per panel, nc / kNR streams
-  /// kc * kNR floats apart, which bounded small-M products by the stores (measured on Zen 3, one
-  /// thread: 16 x 32768 x 144 went from 0.77x to 0.96x OpenBLAS, 64 x 8192 x 576 from 0.85x to
-  /// 0.92x; groups of 3 to 6 rows all did about as well, 16 as badly as 1).
+  /// kc * kNR floats apart, which bounds small-M products by the stores. Groups of 3 to 6 rows do
+  /// about equally well; 16 is as bad as 1.
   void pack_block(int64_t k0, int64_t kc, int64_t j0, int64_t nc, float* dst) const {
     constexpr int64_t kRowGroup = 4;
     const int64_t full = nc / kNR * kNR;
@@ -275,8 +273,7 @@ inline void pack_b_panels(Operand b, int64_t K, int64_t N, float* dst) {
 /// Calls f(i, m) for the register-tile rows [i, i + m) of an mc-row block, in order: kMR rows
 /// each, except that a last tile of at most kMR / 2 rows shares rows with the one before it
 /// (8 = 4 + 4, not 6 + 2), as a tile of few rows has too few accumulators to cover the FMA
-/// latency (measured on Zen 3, cycles per k of the AVX2 tiles of 1..6 rows: 3.8 4.0 4.2 4.3 5.4
-/// 6.3). Packed A holds one kMR-high micro-panel per tile.
+/// latency. Packed A holds one kMR-high micro-panel per tile.
 template <class F>
 inline void for_row_tiles(int64_t mc, F&& f) {
   const int64_t rem = mc % kMR;
@@ -334,8 +331,7 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
   if (!pack_b && kc <= kShallowKC) {
     // A shallow B block already packed fits in L2, and the C writes outweigh the FMAs: sweep C
     // by rows of tiles, kMR sequential write streams, instead of a column of tiles at a time
-    // (mc rows, each a page apart). Measured on Zen 3, one thread: 144 x 32768 x 16 (A^T B)
-    // went from 0.9x to 1.7x OpenBLAS, 288 x 32768 x 32 from 1.0x to 1.4x.
+    // (mc rows, each a page apart).
     int64_t t = 0;
     for_row_tiles(mc, [&](int64_t i, int64_t m) {
       for (int64_t j = 0; j < nc; j += kNR) tile(t, i, m, j);
@@ -395,8 +391,7 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
           // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
           // (or read in place through b_offs); whole and row by row first for a few rows of C,
           // as then each panel is used by few tiles and the read pattern decides, and for rows a
-          // page apart, which panel by panel no prefetcher follows (measured on Zen 3, 2 threads:
-          // 32 x 32768 x 288 went from 0.56x to 0.93x OpenBLAS, 2048^3 from 0.85x to 1.02x).
+          // page apart, which panel by panel no prefetcher follows.
           bool packed = false;
           if constexpr (HasPackBlock<PackB>::value)
             if (ic == 0 && (M <= 4 * kMR || pack_b.rows_pages_apart()) &&
@@ -491,10 +486,8 @@ inline void dot_serial(int64_t M, int64_t N, int64_t K, Operand a, Operand b, fl
 
 /// Whether to multiply by dot tiles rather than packed panels: only for A * B^T with a very skinny
 /// side, where the transposing packs cost more than the multiply. Where that ends depends on the
-/// register file: with AVX-512 (Zen 5) dot tiles win for M = 16 (98 vs 78 GFLOP/s at 16 x 144 x
-/// 1024 on one core) and lose from M = 32 on; with AVX2 (Zen 3, 2 threads) they win for M <= 8
-/// (3 x 64 x 4096: 31-34 vs 12-14 GFLOP/s) and lose from M = 12 on (16 x 144 x 32768: 43-57 vs
-/// 61-66).
+/// register file: with 32 vector registers (AVX-512) dot tiles win up to M = 16, with 16 (AVX2)
+/// up to M = 8 (results/kernel_design_measurements.md).
 inline bool use_dot(int64_t M, int64_t N, Operand a, Operand b) {
   return a.cs == 1 && b.rs == 1 && std::min(M, N) <= (kVecRegisters >= 32 ? 16 : 8);
 }
