@@ -247,6 +247,12 @@ int run(const std::vector<std::string>& argv) {
     std::printf(" (resumed after %zu weight and %zu activation units)", rep.resumed_weight_units,
                 rep.resumed_act_units);
   std::printf("\n");
+  if (qs.a_bits > 0) {
+    // The file holds conv biases on the integer runtime's int32 grid; evaluate what it holds.
+    report("BRECQ (W+A), FP biases", driver::quantized_forward(qm));
+    std::printf("conv biases on the int32 accumulator grid: largest change %.3g\n",
+                quant::snap_biases(qm));
+  }
   quant::save_quantized(qm, fp.options, out, {{"settings", key.str()}});
   std::printf("wrote %s\n", out.c_str());
   report(qs.a_bits ? "BRECQ (W+A)" : "BRECQ (W)", driver::quantized_forward(qm));

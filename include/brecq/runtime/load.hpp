@@ -6,8 +6,8 @@
 // Metadata ("__metadata__", string -> string):
 //   format    "brecq-quantized-2"
 //   graph     JSON: {"options": {...}, "quant": {...}, "input_point": P, "points": [{"bits",
-//             "enabled"}, ...], "blocks": [{"name", "kind", "stage", "global_pool_before", "layers":
-//             [LAYER...], "shortcut", "shortcut_layers": [LAYER...], "option_a_stride",
+//             "enabled"}, ...], "blocks": [{"name", "kind", "stage", "global_pool_before",
+//             "layers": [LAYER...], "shortcut", "shortcut_layers": [LAYER...], "option_a_stride",
 //             "option_a_pad", "out_activation", "max_pool_after": null | {"kernel", "stride",
 //             "padding"}, "out_point"}, ...]}; LAYER = {"name", "kind", "in_channels",
 //             "out_channels", "kernel": [kh, kw], "stride", "padding", "dilation", "groups",
