@@ -51,10 +51,12 @@ inline int64_t taps(const PackedConv& pc) {
   return indirect(pc) ? pc.geometry.kernel_h * pc.geometry.kernel_w : 1;
 }
 
-/// Per thread: the indirection table, the zero-point row (indirect) or the im2col rows.
+/// Per thread: the indirection table, the zero-point row (indirect) or the im2col rows; a
+/// multiple of 64 bytes, so every thread's table of pointers starts aligned.
 inline int64_t chunk_bytes(const PackedConv& pc) {
   const int64_t table = kChunk * taps(pc) * static_cast<int64_t>(sizeof(const uint8_t*));
-  return table + (indirect(pc) ? pc.geometry.cin_g() : kChunk * pc.kp) + 128;
+  const int64_t bytes = table + (indirect(pc) ? pc.geometry.cin_g() : kChunk * pc.kp) + 128;
+  return (bytes + 63) / 64 * 64;
 }
 
 inline Epilogue make_epilogue(const PackedConv& pc, const ConvArgs& a) {
