@@ -3,7 +3,10 @@
 # builds into build/. Idempotent: packages already present are skipped by apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist clang-format-14)
+# clang-14 + libomp-14-dev: the sanitizer build; libonnx-dev, libprotobuf-dev, python3-onnx: the
+# ONNX exporter and its checker.
+packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist clang-format-14
+          clang-14 libomp-14-dev libonnx-dev libprotobuf-dev python3-onnx)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "../support.hpp"
 #include "brecq/autograd/tape.hpp"
 #include "brecq/ops/conv.hpp"
 #include "brecq/ops/elementwise.hpp"
@@ -27,24 +28,7 @@ Tensor param(Shape shape, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
   return t;
 }
 
-/// The message of the brecq::Error that f throws ("" if it throws none).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-/// Checks that f throws brecq::Error and that its message contains every one of `parts`.
-void check_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string msg = error_of(f);
-  CAPTURE(msg);
-  REQUIRE_FALSE(msg.empty());
-  for (const std::string& p : parts)
-    CHECK_MESSAGE(msg.find(p) != std::string::npos, "missing '", p, "'");
-}
+using brecq::test::check_error;
 
 }  // namespace
 

@@ -3,24 +3,17 @@
 #include <filesystem>
 
 #include "../../tools/cli/args.hpp"
+#include "../support.hpp"
 #include "brecq/driver/driver.hpp"
 
 using namespace brecq;
-
-namespace {
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("brecq_test_driver_" + name)).string();
-}
-
-}  // namespace
 
 TEST_CASE("a model from a weights file takes its classes, input channels and width from it") {
   nn::Model m =
       nn::make_model("resnet18_cifar", {.num_classes = 7, .in_channels = 1, .base_width = 8});
   Rng rng(2);
   nn::init_kaiming(m, rng);
-  const std::string path = temp_path("r18.safetensors");
+  const std::string path = test::temp_path("driver_r18.safetensors");
   nn::save_weights(m, path);
   const driver::LoadedModel got = driver::load_model("resnet18_cifar", path);
   CHECK(got.options.num_classes == 7);

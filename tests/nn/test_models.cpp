@@ -38,7 +38,7 @@ struct CountCase {
   int64_t parameters = 0;
 };
 
-struct GoldenCase {
+struct GoldenModel {
   std::string model;
   int64_t num_classes = 0;
   uint64_t seed = 0;
@@ -50,7 +50,7 @@ struct GoldenCase {
 
 struct GoldenFile {
   std::vector<CountCase> counts;
-  std::vector<GoldenCase> goldens;
+  std::vector<GoldenModel> goldens;
 };
 
 const GoldenFile& golden_file() {
@@ -74,7 +74,7 @@ const GoldenFile& golden_file() {
         check(!ls.fail(), path, ": bad line '", line, "'");
         out.counts.push_back(c);
       } else if (key == "golden") {
-        GoldenCase g;
+        GoldenModel g;
         std::string input;
         ls >> g.model >> g.num_classes >> g.seed >> input;
         g.input = Shape(parse_dims(input));
@@ -302,7 +302,7 @@ TEST_CASE("parameter counts match torchvision / PyTorch") {
 }
 
 TEST_CASE("forward passes match torchvision / PyTorch on deterministic weights") {
-  for (const GoldenCase& g : golden_file().goldens) {
+  for (const GoldenModel& g : golden_file().goldens) {
     CAPTURE(g.model);
     Model m = make_model(g.model, {.num_classes = g.num_classes});
     // Same names, shapes and order as PyTorch's state_dict.

@@ -109,8 +109,9 @@ std::vector<GradCase> build_cases() {
   const std::vector<std::pair<Shape, Shape>> pairs = {
       {{2, 3}, {2, 3}}, {{2, 3, 4, 5}, {1, 3, 1, 1}}, {{5}, {2, 1, 5}},
       {{2, 3}, {}},     {{}, {2, 3}},                 {{3, 1}, {1, 4}}};
-  for (const auto& [sa, sb] : pairs) {
-    auto name = [&](const char* op) { return detail::concat(op, " ", sa, " ", sb); };
+  for (const auto& pair : pairs) {
+    const Shape &sa = pair.first, &sb = pair.second;  // clang 14 cannot capture bindings
+    auto name = [&](const char* op) { return brecq::detail::concat(op, " ", sa, " ", sb); };
     add_linear(name("add"), {{sa}, {sb}}, [](I x) { return add(x[0], x[1]); });
     add_linear(name("sub"), {{sa}, {sb}}, [](I x) { return sub(x[0], x[1]); });
     add_linear(name("mul"), {{sa}, {sb}}, [](I x) { return mul(x[0], x[1]); });
@@ -190,7 +191,7 @@ std::vector<GradCase> build_cases() {
   auto conv_case = [&](std::string name, Shape xs, Shape ws, bool bias, Conv2dParams p) {
     std::vector<In> ins = {{xs}, {ws}};
     if (bias) ins.push_back({Shape{ws[0]}});
-    add_linear(detail::concat("conv2d ", name), ins,
+    add_linear(brecq::detail::concat("conv2d ", name), ins,
                [p](I x) { return conv2d(x[0], x[1], x.size() > 2 ? x[2] : Tensor(), p); });
   };
   conv_case("basic", {2, 3, 5, 5}, {4, 3, 3, 3}, true, {});
@@ -213,11 +214,11 @@ std::vector<GradCase> build_cases() {
 
   // Pooling; max pooling on distinct values (no near-ties inside a window).
   auto max_pool = [&](std::string name, Shape xs, Pool2dParams p) {
-    add_case(detail::concat("max_pool2d ", name), {{xs, -1, 1, {}, true}},
+    add_case(brecq::detail::concat("max_pool2d ", name), {{xs, -1, 1, {}, true}},
              [p](I x) { return max_pool2d(x[0], p); });
   };
   auto avg_pool = [&](std::string name, Shape xs, Pool2dParams p) {
-    add_linear(detail::concat("avg_pool2d ", name), {{xs}},
+    add_linear(brecq::detail::concat("avg_pool2d ", name), {{xs}},
                [p](I x) { return avg_pool2d(x[0], p); });
   };
   max_pool("k2", {2, 3, 6, 5}, {.kernel = 2});
@@ -261,9 +262,9 @@ std::vector<GradCase> build_cases() {
   const Tensor target = Tensor::uniform({2, 3, 2, 2}, rng, -0.03f, 0.03f);
   const Tensor fisher = Tensor::uniform({2, 3, 2, 2}, rng, 0.5f, 1.5f);
   for (float p : {1.0f, 2.0f, 2.4f}) {
-    add_case(detail::concat("lp_loss p=", p), {{{2, 3, 2, 2}, -1, 1, {0}}},
+    add_case(brecq::detail::concat("lp_loss p=", p), {{{2, 3, 2, 2}, -1, 1, {0}}},
              [p, target](I x) { return lp_loss(x[0], target, p); });
-    add_case(detail::concat("lp_loss weighted p=", p), {{{2, 3, 2, 2}, -1, 1, {0}}},
+    add_case(brecq::detail::concat("lp_loss weighted p=", p), {{{2, 3, 2, 2}, -1, 1, {0}}},
              [p, target, fisher](I x) { return lp_loss(x[0], target, p, fisher); });
   }
   add_case("lp_loss 2-D", {{{4, 6}, -1, 1, {0}}},
@@ -348,7 +349,7 @@ TEST_CASE("every op gives the same values and gradients for strided and contiguo
       for (size_t i = 0; i < a.size() && bad == a.size(); ++i)
         if (!(std::fabs(a[i] - b[i]) <= 1e-6f * (1.0f + std::fabs(a[i])))) bad = i;
       CHECK_MESSAGE(bad == a.size(), c.name, ": ",
-                    k == 0 ? std::string("output") : detail::concat("gradient ", k - 1),
+                    k == 0 ? std::string("output") : brecq::detail::concat("gradient ", k - 1),
                     " element ", bad, " contiguous ", (bad < a.size() ? a[bad] : 0.f), " strided ",
                     (bad < a.size() ? b[bad] : 0.f));
     }

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "../support.hpp"
 #include "brecq/quant/brecq.hpp"
 #include "tiny_model.hpp"
 
@@ -25,9 +26,7 @@ ReconstructionSettings short_settings() {
   return s;
 }
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("brecq_test_" + name)).string();
-}
+using brecq::test::temp_path;
 
 /// The saved state of two quantized models is bit for bit the same.
 void check_same_quantized(const QuantModel& x, const QuantModel& y) {

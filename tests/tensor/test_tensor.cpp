@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../support.hpp"
 #include "brecq/tensor/parallel.hpp"
 #include "brecq/tensor/rng.hpp"
 #include "brecq/tensor/tensor.hpp"
@@ -16,19 +17,7 @@ namespace {
 
 using namespace brecq;
 
-/// Checks that f throws brecq::Error whose message contains every one of `parts`.
-void check_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  std::string msg;
-  try {
-    f();
-  } catch (const Error& e) {
-    msg = e.what();
-  }
-  CAPTURE(msg);
-  REQUIRE_FALSE(msg.empty());
-  for (const std::string& p : parts)
-    CHECK_MESSAGE(msg.find(p) != std::string::npos, "missing '", p, "'");
-}
+using brecq::test::check_error;
 
 /// 0, 1, 2, ... in a new tensor.
 Tensor iota(Shape shape) {

@@ -32,7 +32,7 @@ std::vector<uint8_t> pack_dense(const std::vector<int32_t>& levels, int bits) {
   return out;
 }
 
-struct Layer {
+struct IntLayer {
   q::ConvGeometry g;
   int w_bits = 4, a_bits = 8;
   std::vector<int32_t> levels, zw, bias;
@@ -40,10 +40,10 @@ struct Layer {
   int32_t zx = 0;
 };
 
-Layer random_layer(const q::ConvGeometry& g, int w_bits, int a_bits, uint32_t seed,
-                   bool extreme = false, bool off_grid = false) {
+IntLayer random_layer(const q::ConvGeometry& g, int w_bits, int a_bits, uint32_t seed,
+                      bool extreme = false, bool off_grid = false) {
   std::mt19937 gen(seed);
-  Layer l;
+  IntLayer l;
   l.g = g;
   l.w_bits = w_bits;
   l.a_bits = a_bits;
@@ -111,9 +111,10 @@ struct Case {
 };
 
 /// Runs c with the packed layer on every thread count; returns the output bytes (u8 or s32).
-std::vector<uint8_t> run(const Case& c, const Layer& l, q::Isa isa, const std::vector<uint8_t>& x,
-                         const RequantStore& rq, const std::vector<uint8_t>& res_u8,
-                         const std::vector<int32_t>& res_s32, int threads) {
+std::vector<uint8_t> run(const Case& c, const IntLayer& l, q::Isa isa,
+                         const std::vector<uint8_t>& x, const RequantStore& rq,
+                         const std::vector<uint8_t>& res_u8, const std::vector<int32_t>& res_s32,
+                         int threads) {
   const q::PackedConv pc =
       q::pack_conv(c.g, {.levels = l.packed.data(), .bits = l.w_bits, .zero_points = l.zw.data()},
                    {.isa = isa,
@@ -159,7 +160,7 @@ void check_case(const Case& c, uint32_t seed) {
   CAPTURE(c.w_bits);
   CAPTURE(c.a_bits);
   CAPTURE(static_cast<int>(c.residual));
-  const Layer l = random_layer(c.g, c.w_bits, c.a_bits, seed, c.extreme, c.off_grid);
+  const IntLayer l = random_layer(c.g, c.w_bits, c.a_bits, seed, c.extreme, c.off_grid);
   const std::vector<uint8_t> x =
       random_levels(c.batch * c.h * c.w * c.g.in_channels, c.a_bits, seed + 1, c.extreme);
   const RequantStore rq =
@@ -273,7 +274,7 @@ TEST_CASE("qint conv: saturation corner of vpmaddubsw (levels at the ends of the
       check_case(
           {.g = geo(16, 16, 1, 1, 0), .w_bits = wb, .a_bits = ab, .s32_out = true, .extreme = true},
           seed++);
-      const Layer l = random_layer(c.g, wb, ab, seed, true);
+      const IntLayer l = random_layer(c.g, wb, ab, seed, true);
       if (q::isa_supported(q::Isa::avx2)) {
         const q::PackedConv pc =
             q::pack_conv(c.g, {.levels = l.packed.data(), .bits = wb, .zero_points = l.zw.data()},
@@ -288,7 +289,7 @@ TEST_CASE("qint conv: saturation corner of vpmaddubsw (levels at the ends of the
 TEST_CASE("qint::ref::conv equals the naive sum of (wq - zw)(xq - zx) + bias") {
   const Case c{
       .g = geo(6, 10, 3, 2, 1, 2), .batch = 2, .h = 6, .w = 7, .w_bits = 4, .s32_out = true};
-  const Layer l = random_layer(c.g, 4, 8, 7);
+  const IntLayer l = random_layer(c.g, 4, 8, 7);
   const auto x = random_levels(c.batch * c.h * c.w * 6, 8, 8);
   const RequantStore rq = random_requant(10, 8, 9, false);
   const auto bytes = run(c, l, q::Isa::ref, x, rq, {}, {}, 2);
@@ -360,7 +361,7 @@ TEST_CASE("qint ISA selection") {
 
 TEST_CASE("qint pack_conv and conv reject invalid input") {
   const q::ConvGeometry g = geo(4, 4, 3, 1, 1);
-  Layer l = random_layer(g, 3, 8, 1);
+  IntLayer l = random_layer(g, 3, 8, 1);
   q::WeightView w{.levels = l.packed.data(), .bits = 3, .zero_points = l.zw.data()};
   CHECK_THROWS_WITH_AS(
       q::pack_conv(g, {.levels = l.packed.data(), .bits = 9, .zero_points = l.zw.data()}, {}),
