@@ -91,7 +91,7 @@ int main(int argc, char** argv) try {
   s.iters_w = f.get_int("--iters-w", 0);
   s.iters_a = f.get_int("--iters-a", 0);
   s.seed = static_cast<uint64_t>(f.get_int("--seed", 0));
-  s.progress = false;
+  s.progress = nullptr;
   check(s.iters_w > 0 && s.iters_a > 0, "--iters-w and --iters-a must be > 0");
 
   std::vector<std::string> models;

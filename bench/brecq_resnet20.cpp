@@ -60,7 +60,7 @@ int main(int argc, char** argv) try {
   s.loss = quant::parse_recon_loss(f.get("--loss"));
   s.recipe = quant::parse_recipe(f.get("--recipe"));
   if (s.recipe == quant::Recipe::qdrop) s.qdrop = 0.5f;
-  s.progress = false;
+  s.progress = nullptr;
   const quant::QuantSettings qs{.w_bits = static_cast<int>(f.get_int("--w-bits", 0)),
                                 .a_bits = static_cast<int>(f.get_int("--a-bits", 0))};
   const Batch calib =

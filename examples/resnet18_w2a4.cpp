@@ -122,7 +122,7 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
                     : imagenet            ? paper.iters_a
                                           : demo_iters_a;
   p.recon.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
-  p.recon.progress = !args.has("--no-progress");
+  if (args.has("--no-progress")) p.recon.progress = nullptr;
   p.eval.limit = args.get_int("--val-limit", 0);
   p.on_result = [&](const std::string& what, const nn::Accuracy& a) {
     print_result(what, a, imagenet);
@@ -213,8 +213,7 @@ int run(const std::vector<std::string>& argv, const char* argv0) {
     std::printf("saved %s\n", args.get("--out").c_str());
   }
   std::printf("time %s (BRECQ weight pass %.0f s, activation pass %.0f s)\n",
-              quant::ProgressBar::format_time(r.seconds).c_str(), r.report.weight_seconds,
-              r.report.act_seconds);
+              quant::format_time(r.seconds).c_str(), r.report.weight_seconds, r.report.act_seconds);
   return 0;
 }
 

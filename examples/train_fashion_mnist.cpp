@@ -56,7 +56,7 @@ Tensor augmented_batch(const Tensor& images, std::span<const int64_t> idx, const
   return out;
 }
 
-std::string hms(double seconds) { return quant::ProgressBar::format_time(seconds); }
+std::string hms(double seconds) { return quant::format_time(seconds); }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -88,7 +88,7 @@ TEST_CASE("resnet18_w2a4 flow: ImageNet preprocessing, FP / nearest / BRECQ W2A4
   p.recon.iters_w = 2;
   p.recon.iters_a = 2;
   p.recon.batch = 2;
-  p.recon.progress = false;
+  p.recon.progress = nullptr;
   p.eval = {.batch = 2, .limit = n};
   std::vector<std::string> reported;
   p.on_result = [&](const std::string& what, const nn::Accuracy& a) {

@@ -21,7 +21,7 @@ ReconstructionSettings short_settings() {
   s.iters_w = 120;
   s.iters_a = 40;
   s.batch = 16;
-  s.progress = false;
+  s.progress = nullptr;
   s.act_init_images = 32;
   return s;
 }
@@ -348,5 +348,35 @@ TEST_CASE(
     CHECK(weight_units == c.units);
     NoGrad ng;
     for (float v : qm.forward(calib.narrow(0, 0, 2)).to_vector()) CHECK(std::isfinite(v));
+  }
+}
+
+TEST_CASE("progress goes to the sink given in the settings, one finished report per unit pass") {
+  const Tensor calib = calibration();
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  ReconstructionSettings s = short_settings();
+  s.iters_w = 30;
+  s.iters_a = 10;
+  std::vector<std::string> finished;
+  int64_t reports = 0, last_done = 0, last_total = 0;
+  s.progress = [&](const ProgressEvent& e) {
+    CHECK(e.total > 0);
+    CHECK(e.done <= e.total);
+    CHECK(e.elapsed_s >= 0.0);
+    if (e.finished) {
+      CHECK(e.done == e.total);
+      finished.emplace_back(e.label);
+      return;
+    }
+    ++reports, last_done = e.done, last_total = e.total;
+    CHECK(e.status.find("rec ") == 0);  // the caller's status: the current losses
+  };
+  const BrecqReport rep = run_brecq("block", qm, calib, s);
+  REQUIRE(finished.size() == rep.units.size());
+  CHECK(reports >= static_cast<int64_t>(rep.units.size()));  // the last step is always reported
+  CHECK(last_done == last_total);
+  for (size_t i = 0; i < rep.units.size(); ++i) {
+    CAPTURE(finished[i]);
+    CHECK(finished[i].find(rep.units[i].unit) != std::string::npos);
   }
 }

@@ -60,7 +60,7 @@ void check_agreement(Case c) {
   s.iters_a = 4;
   s.batch = 8;
   s.act_init_images = 16;
-  s.progress = false;
+  s.progress = nullptr;
   quant::run_brecq("block", qm, calib, s);
   const std::string path =
       (std::filesystem::temp_directory_path() / ("brecq_test_agree_" + c.name + ".safetensors"))

@@ -141,7 +141,7 @@ int run(const std::vector<std::string>& argv) {
   s.batch = args.get_int("--batch", 1);
   s.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
   s.act_input_quantized = args.get_choice("--act-input", {"fp", "quantized"}) == "quantized";
-  s.progress = !args.has("--no-progress");
+  if (args.has("--no-progress")) s.progress = nullptr;
   s.lambda = args.get_float("--lambda", 0.0f, 1e3f);
   s.lr_a = args.get_float("--lr-a", 1e-7f, 1.0f);
   s.act_init_images = args.get_int("--act-init-images", 1);

@@ -3,7 +3,7 @@
 // examples, the benchmarks), written once: the model built from a weights file with the options
 // the file implies, the preprocessing choice, and streaming evaluation of the FP model, of
 // round-to-nearest and of a quantized model (weights only, or weights and activations), with
-// progress through ProgressBar.
+// progress through one quant::ProgressSink.
 //
 //   driver::LoadedModel m = driver::load_model("resnet20_cifar", "resnet20.safetensors");
 //   const LabeledImages val(dir, driver::preprocess_for("auto", m.model.arch));
@@ -64,14 +64,14 @@ struct EvalParams {
   int64_t batch = 100;
   int64_t limit = 0;       ///< first `limit` images only (0 = all)
   std::string label = "";  ///< progress label, e.g. "FP"; "" = no progress bar
-  bool progress = true;
+  quant::ProgressSink progress = quant::terminal_progress();  ///< {} = no progress
 };
 
 /// Accuracy of `forward` on a dataset streamed batch by batch (never held in memory at once).
 template <LabeledDataset D>
 inline nn::Accuracy evaluate(const nn::ForwardFn& forward, const D& ds, const EvalParams& p = {}) {
   const int64_t n = p.limit > 0 ? std::min<int64_t>(p.limit, ds.size()) : ds.size();
-  quant::ProgressBar bar("[eval " + p.label + "]", n, p.progress && !p.label.empty());
+  quant::ProgressBar bar("[eval " + p.label + "]", n, p.label.empty() ? nullptr : p.progress);
   int64_t done = 0;
   const nn::Accuracy a = nn::evaluate(
       [&](const Tensor& x) {

@@ -40,7 +40,7 @@ struct CompareResult {
 /// Evaluates `model` on `val` in FP, then round-to-nearest (weight ranges by p.quant.w_init,
 /// activation ranges initialised on the first p.recon.act_init_images of `calib`), then runs
 /// BRECQ on `calib` [N, C, H, W] (starting from that nearest-rounded model) and evaluates the
-/// result. Progress bars (on stderr) unless p.recon.progress is false.
+/// result. Progress goes to p.recon.progress (the terminal by default).
 template <LabeledDataset D>
 inline CompareResult compare_brecq(const nn::Model& model, const Tensor& calib, const D& val,
                                    const CompareParams& p = {}) {

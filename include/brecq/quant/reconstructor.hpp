@@ -60,7 +60,7 @@ struct ReconstructionSettings {
                                      ///< (official: from the FP model)
   int64_t act_init_images = 64;      ///< calibration images for activation range init
   uint64_t seed = 1029;
-  bool progress = true;
+  ProgressSink progress = terminal_progress();  ///< where progress goes; {} = nowhere
 };
 
 inline void validate(const ReconstructionSettings& s) {
@@ -314,7 +314,7 @@ class Reconstructor {
           o.step();
           o.zero_grad();
         }
-        if (s_.progress) {
+        if (bar.active()) {
           std::ostringstream st;
           st.precision(4);
           st << "rec " << rec.item();
