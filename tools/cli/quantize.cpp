@@ -9,6 +9,7 @@
 
 #include "args.hpp"
 #include "brecq/driver/driver.hpp"
+#include "brecq/mixed/allocation.hpp"
 #include "brecq/quant/brecq.hpp"
 
 namespace {
@@ -42,6 +43,10 @@ int run(const std::vector<std::string>& argv) {
         .value_name = "N",
         .help = "activation bits, 2..8, or 0 for weight-only",
         .default_value = "0"},
+       {.name = "--bits-config",
+        .value_name = "FILE",
+        .help = "per-layer weight bits (a bits file of `brecq mixed`), over --w-bits and "
+                "--first-last-bits"},
        {.name = "--first-last-bits",
         .value_name = "N",
         .help = "bits of the first conv and last FC",
@@ -167,6 +172,8 @@ int run(const std::vector<std::string>& argv) {
       args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
   const driver::LoadedModel fp = driver::load_model(model_name, weights);
   const nn::Model& model = fp.model;
+  const std::string bits_config = args.has("--bits-config") ? args.get_file("--bits-config") : "";
+  if (!bits_config.empty()) qs.layer_w_bits = mixed::read_bits_file(bits_config, model);
 
   ImageFolder calib_folder(calib_dir, pre);
   check(calib_size <= calib_folder.size(), "flag --calib-size asks for ", calib_size,
@@ -184,6 +191,10 @@ int run(const std::vector<std::string>& argv) {
       << " b=" << s.batch << " lambda=" << s.lambda << " lr_a=" << s.lr_a
       << " act_init=" << s.act_init_images << " recipe=" << args.get("--recipe")
       << " qdrop=" << s.qdrop << " act_input=" << args.get("--act-input") << " seed=" << s.seed;
+  if (!bits_config.empty()) {
+    key << " bits_config=" << std::filesystem::absolute(bits_config).string() << " bits=";
+    for (const auto& [name, b] : qs.layer_w_bits) key << name << ":" << b << ",";
+  }
   if (!rounding_from.empty())
     key << " rounding_from=" << std::filesystem::absolute(rounding_from).string()
         << " bytes=" << std::filesystem::file_size(rounding_from);
