@@ -31,46 +31,51 @@ namespace {
 
 constexpr int kChains = 12;  // independent accumulators: cover latency on two pipes
 
-/// One core's vpdpbusd rate in int8 ops/s (64 multiply-adds = 128 ops per instruction).
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) double vnni_peak_one_core() {
+/// kIters vpdpbusd in kChains independent chains (a function of its own: a lambda would not
+/// inherit the target attribute, which a build without -march=native needs).
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void vnni_chains(int64_t iters) {
   static volatile int32_t sink = 0;
-  constexpr int64_t kIters = 2'000'000;
-  auto run = [&] {
-    __m512i acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i + sink);
-    const __m512i a = _mm512_set1_epi32(0x01010101 + sink), b = _mm512_set1_epi32(0x02020202);
-    for (int64_t it = 0; it < kIters / kChains; ++it)
+  __m512i acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_epi32(i + sink);
+  const __m512i a = _mm512_set1_epi32(0x01010101 + sink), b = _mm512_set1_epi32(0x02020202);
+  for (int64_t it = 0; it < iters / kChains; ++it)
 #pragma GCC unroll 12
-      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-    __m512i s = acc[0];
-    for (int i = 1; i < kChains; ++i) s = _mm512_add_epi32(s, acc[i]);
-    sink = sink + _mm512_reduce_add_epi32(s);
-  };
-  const double t = bench::best_time(run, 50);
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+  __m512i s = acc[0];
+  for (int i = 1; i < kChains; ++i) s = _mm512_add_epi32(s, acc[i]);
+  sink = sink + _mm512_reduce_add_epi32(s);
+}
+
+/// One core's vpdpbusd rate in int8 ops/s (64 multiply-adds = 128 ops per instruction).
+double vnni_peak_one_core() {
+  constexpr int64_t kIters = 2'000'000;
+  const double t = bench::best_time([] { vnni_chains(kIters); }, 50);
   return 128.0 * static_cast<double>(kIters / kChains * kChains) / t;
 }
 
-/// One core's rate of the AVX2 tile's instruction mix (vpmaddubsw, vpmaddwd, vpaddd: 32
-/// multiply-adds = 64 ops per triple) in int8 ops/s. Each chain feeds its accumulator back into
-/// vpmaddubsw, so nothing is loop-invariant.
-__attribute__((target("avx2,fma"))) double avx2_peak_one_core() {
+/// kIters triples of the AVX2 tile's instruction mix in kChains chains; each chain feeds its
+/// accumulator back into vpmaddubsw, so nothing is loop-invariant.
+__attribute__((target("avx2,fma"))) void avx2_chains(int64_t iters) {
   static volatile int32_t sink = 0;
-  constexpr int64_t kIters = 2'000'000;
-  auto run = [&] {
-    __m256i acc[kChains];
-    for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i + sink);
-    const __m256i b = _mm256_set1_epi32(0x02020202), ones = _mm256_set1_epi16(1);
-    for (int64_t it = 0; it < kIters / kChains; ++it)
+  __m256i acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm256_set1_epi32(i + sink);
+  const __m256i b = _mm256_set1_epi32(0x02020202), ones = _mm256_set1_epi16(1);
+  for (int64_t it = 0; it < iters / kChains; ++it)
 #pragma GCC unroll 12
-      for (int i = 0; i < kChains; ++i)
-        acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[i], b), ones));
-    __m256i s = acc[0];
-    for (int i = 1; i < kChains; ++i) s = _mm256_add_epi32(s, acc[i]);
-    alignas(32) int32_t v[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);
-    sink = sink + v[0];
-  };
-  const double t = bench::best_time(run, 50);
+    for (int i = 0; i < kChains; ++i)
+      acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[i], b), ones));
+  __m256i s = acc[0];
+  for (int i = 1; i < kChains; ++i) s = _mm256_add_epi32(s, acc[i]);
+  alignas(32) int32_t v[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(v), s);
+  sink = sink + v[0];
+}
+
+/// One core's rate of the AVX2 tile's instruction mix (vpmaddubsw, vpmaddwd, vpaddd: 32
+/// multiply-adds = 64 ops per triple) in int8 ops/s.
+double avx2_peak_one_core() {
+  constexpr int64_t kIters = 2'000'000;
+  const double t = bench::best_time([] { avx2_chains(kIters); }, 50);
   return 64.0 * static_cast<double>(kIters / kChains * kChains) / t;
 }
 

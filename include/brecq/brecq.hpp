@@ -10,6 +10,7 @@
 #include "brecq/io/image.hpp"
 #include "brecq/io/safetensors.hpp"
 #include "brecq/io/transforms.hpp"
+#include "brecq/mixed/allocation.hpp"
 #include "brecq/nn/evaluate.hpp"
 #include "brecq/nn/fold_bn.hpp"
 #include "brecq/nn/load.hpp"

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Side-by-side speed, one run, fixed thread count: ONNX Runtime on exported W8A8 models against
-# brecq's FP32 forward pass (BatchNorm folded), ResNet-18 (224x224, batch 8, deterministic random
+# brecq's FP32 forward pass (BatchNorm folded) and brecq's integer runtime on the same W8A8 file, ResNet-18 (224x224, batch 8, deterministic random
 # weights) and ResNet-20 (32x32, batch 128, the shared CIFAR-10 weights).
 #
 #   bash tools/ort/bench.sh BUILD_DIR WORK_DIR [THREADS] [ROUNDS]
@@ -60,6 +60,7 @@ for r in $(seq 1 "$rounds"); do
     set -- $cfg
     name=$1 model=$2 batch=$3 size=$4 weights=$5
     best "$name.brecq_fp32" "$("$tool" bench --model "$model" --weights "$weights" --batch "$batch" --size "$size" --rounds 5 | median)"
+    best "$name.brecq_int" "$("$tool" bench --quantized "$work/${name}_w8a8.safetensors" --batch "$batch" --size "$size" --rounds 5 | median)"
     for v in fp w8a8 w8a8_inline; do
       best "$name.ort_$v" "$(node "$here/run.js" --model "$work/${name}_$v.onnx" --bench --batch "$batch" --size "$size" --rounds 5 --threads "$threads" | median)"
     done
@@ -71,10 +72,10 @@ while read -r key s; do
   batch=$([ "$name" = r18 ] && echo 8 || echo 128)
   case $what in
     brecq_fp32) label="brecq FP32 forward" ;;
+    brecq_int) label="brecq integer runtime, W8A8 (the same file ONNX Runtime runs exported)" ;;
     ort_fp) label="ONNX Runtime, FP32 export" ;;
     ort_w8a8) label="ONNX Runtime, W8A8 QDQ export (default: float conv bias, exact)" ;;
     ort_w8a8_inline) label="ONNX Runtime, W8A8 QDQ export --conv-bias inline (QLinearConv)" ;;
   esac
   awk -v n="$name" -v l="$label" -v s="$s" -v b="$batch" 'BEGIN{printf "| %s | %s | %.1f | %.0f |\n", (n=="r18"?"ResNet-18 224x224, batch 8":"ResNet-20 32x32, batch 128"), l, s*1000, b/s}'
 done < "$work/best.txt"
-echo "| (both) | brecq integer runtime | (to be added by the integer-inference issue) | |"
