@@ -204,3 +204,35 @@ TEST_CASE("bits files: written, read back, and refused with the file and the pro
   std::filesystem::remove(path);
   test::check_error([&] { mixed::read_bits_file(path, m); }, {"bits file", path, "cannot open"});
 }
+
+TEST_CASE("the latency cost model: every layer timed per bit-width, a search within its budget") {
+  const nn::Model m = test::tiny_resnet();
+  Rng rng(4);
+  const Tensor calib = Tensor::randn(Shape{8, 3, 8, 8}, rng);
+  const mixed::SensitivityTable t =
+      mixed::measure_sensitivity(m, calib, {.images = 8, .progress = nullptr});
+  const mixed::LatencyOptions lo{.batch = 2, .threads = 1, .a_bits = 4, .reps = 2};
+  const mixed::LatencyTable lt = mixed::measure_latency(m, t, 8, 8, lo);
+  REQUIRE(lt.seconds.size() == t.groups.size());
+  for (size_t g = 0; g < t.groups.size(); ++g) {
+    REQUIRE(lt.seconds[g].size() == t.groups[g].layers.size());
+    for (const auto& per_bits : lt.seconds[g]) {
+      REQUIRE(per_bits.size() == t.bits.size());
+      for (double s : per_bits) CHECK((s > 0 && s < 1.0));
+    }
+  }
+  const mixed::CostModel cm{.kind = mixed::CostKind::latency, .latency = &lt};
+  CHECK(mixed::layer_cost(t, 1, 0, 4, cm) == lt.seconds[1][0][1]);
+  const mixed::AllocationProblem p = mixed::make_problem(t, cm, 8);
+  const double lo_cost = mixed::uniform_cost(t, cm, 2, 8),
+               hi_cost = mixed::uniform_cost(t, cm, 8, 8);
+  const double budget = 0.5 * (lo_cost + hi_cost);
+  const mixed::SearchResult r = mixed::genetic_search(p.groups, budget);
+  CHECK(r.best.cost <= budget);
+  // The deployed model with those bits runs in the integer runtime and takes measurable time.
+  const double whole = mixed::measure_model_latency(m, mixed::layer_bits(t, p, r.best), calib, lo);
+  CHECK((whole > 0 && whole < 1.0));
+  // Without a table, the latency model is refused.
+  test::check_error([&] { mixed::layer_cost(t, 0, 0, 8, {.kind = mixed::CostKind::latency}); },
+                    {"latency table"});
+}

@@ -64,6 +64,13 @@ int run(const std::vector<std::string>& argv) {
        {.name = "--bops-budget-g",
         .value_name = "X",
         .help = "bit-operations budget, in 1e9 per image"},
+       {.name = "--latency-budget-ms",
+        .value_name = "X",
+        .help = "integer-runtime latency budget per batch, from per-layer times measured here"},
+       {.name = "--latency-batch",
+        .value_name = "N",
+        .help = "batch of the latency model",
+        .default_value = "8"},
        {.name = "--bits",
         .value_name = "LIST",
         .help = "candidate bit-widths",
@@ -109,12 +116,13 @@ int run(const std::vector<std::string>& argv) {
   if (!std::filesystem::is_directory(out_dir))
     args.fail("flag --out expects a file in an existing folder, got '" + out + "'");
   const int budgets = args.has("--size-budget-kb") + args.has("--size-budget-uniform") +
-                      args.has("--bops-budget-g");
+                      args.has("--bops-budget-g") + args.has("--latency-budget-ms");
   if (budgets != 1)
     args.fail(
-        "expected exactly one budget: --size-budget-kb, --size-budget-uniform or "
-        "--bops-budget-g, got " +
+        "expected exactly one budget: --size-budget-kb, --size-budget-uniform, --bops-budget-g "
+        "or --latency-budget-ms, got " +
         std::to_string(budgets));
+  const int64_t latency_batch = args.get_int("--latency-batch", 1, 4096);
   const std::vector<int> bits = parse_bits_list(args, "--bits");
   const int a_bits = static_cast<int>(args.get_int("--a-bits", 2, 8));
   const int first_last = static_cast<int>(args.get_int("--first-last-bits", 0, 8));
@@ -141,9 +149,26 @@ int run(const std::vector<std::string>& argv) {
       mixed::measure_sensitivity(fp.model, calib.images, so, cache);
   const auto t1 = std::chrono::steady_clock::now();
 
-  const bool bops = args.has("--bops-budget-g");
-  const mixed::CostModel cm{.kind = bops ? mixed::CostKind::bops : mixed::CostKind::size,
-                            .act_bits = a_bits};
+  const bool bops = args.has("--bops-budget-g"), latency = args.has("--latency-budget-ms");
+  const mixed::LatencyOptions lo{
+      .batch = latency_batch, .threads = num_threads(), .a_bits = a_bits};
+  mixed::LatencyTable lt;
+  if (latency) {
+    const auto l0 = std::chrono::steady_clock::now();
+    lt = mixed::measure_latency(fp.model, table, calib.images.dim(2), calib.images.dim(3), lo);
+    std::printf(
+        "latency table: %zu groups x %zu bit-widths measured in %.1f s (batch %lld, %d "
+        "threads, %s)\n",
+        lt.seconds.size(), bits.size(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - l0).count(),
+        static_cast<long long>(latency_batch), num_threads(),
+        kernels::qint::isa_name(kernels::qint::best_isa()));
+  }
+  const mixed::CostModel cm{.kind = latency ? mixed::CostKind::latency
+                                    : bops  ? mixed::CostKind::bops
+                                            : mixed::CostKind::size,
+                            .act_bits = a_bits,
+                            .latency = &lt};
   double budget = 0;
   if (args.has("--size-budget-kb"))
     budget = 8192.0 * args.get_float("--size-budget-kb", 0.0f, 1e9f);
@@ -151,6 +176,7 @@ int run(const std::vector<std::string>& argv) {
     budget = mixed::uniform_cost(
         table, cm, static_cast<int>(args.get_int("--size-budget-uniform", 2, 8)), first_last);
   if (bops) budget = 1e9 * args.get_float("--bops-budget-g", 0.0f, 1e9f);
+  if (latency) budget = 1e-3 * args.get_float("--latency-budget-ms", 0.0f, 1e9f);
   const mixed::CostModel size_model{.kind = mixed::CostKind::size};
   const mixed::CostModel bops_model{.kind = mixed::CostKind::bops, .act_bits = a_bits};
   auto describe = [&](double size_bits, double bop) {
@@ -166,13 +192,18 @@ int run(const std::vector<std::string>& argv) {
       static_cast<unsigned long long>(seed));
   std::printf("sensitivity: %zu groups measured in %.1f s (cache %s)\n", table.groups.size(),
               std::chrono::duration<double>(t1 - t0).count(), cache.c_str());
-  for (int b : bits)
-    std::printf("  uniform W%d: %s\n", b,
+  for (int b : bits) {
+    std::printf("  uniform W%d: %s", b,
                 describe(mixed::uniform_cost(table, size_model, b, first_last),
                          mixed::uniform_cost(table, bops_model, b, first_last))
                     .c_str());
+    if (latency)
+      std::printf(" %9.3f ms (layer sum)", 1e3 * mixed::uniform_cost(table, cm, b, first_last));
+    std::printf("\n");
+  }
 
   const mixed::AllocationProblem problem = mixed::make_problem(table, cm, first_last);
+  const auto search_start = std::chrono::steady_clock::now();
   const mixed::SearchResult r = mixed::genetic_search(problem.groups, budget, gp);
   const auto t2 = std::chrono::steady_clock::now();
   const std::map<std::string, int> layer_bits = mixed::layer_bits(table, problem, r.best);
@@ -187,7 +218,7 @@ int run(const std::vector<std::string>& argv) {
   std::printf(
       "search: %lld allocations evaluated in %.3f s; best: sensitivity %.6g, %s "
       "(budget %.6g %s)\n",
-      static_cast<long long>(r.evaluated), std::chrono::duration<double>(t2 - t1).count(),
+      static_cast<long long>(r.evaluated), std::chrono::duration<double>(t2 - search_start).count(),
       r.best.loss, describe(size_bits, bop).c_str(), budget, mixed::cost_name(cm.kind));
   for (size_t g = 0; g < table.groups.size(); ++g) {
     std::printf("  %-24s", table.groups[g].name.c_str());
@@ -208,6 +239,12 @@ int run(const std::vector<std::string>& argv) {
                           .sensitivity = r.best.loss,
                           .size_bits = size_bits,
                           .bops = bop});
+  if (latency)
+    std::printf(
+        "integer runtime, the whole model with these bits: %.3f ms per batch of %lld "
+        "measured (budget %.3f ms, layer sum %.3f ms)\n",
+        1e3 * mixed::measure_model_latency(fp.model, layer_bits, calib.images, lo),
+        static_cast<long long>(latency_batch), 1e3 * budget, 1e3 * r.best.cost);
   std::printf("wrote %s\n", out.c_str());
   return 0;
 }

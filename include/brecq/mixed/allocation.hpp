@@ -6,21 +6,26 @@
 #include <string>
 #include <vector>
 
+#include "brecq/mixed/latency.hpp"
 #include "brecq/mixed/search.hpp"
 #include "brecq/mixed/sensitivity.hpp"
 
 namespace brecq::mixed {
 
 enum class CostKind {
-  size,  ///< weight storage in bits (each layer's weights x its bit-width)
-  bops   ///< bit-operations per image: MACs x weight bits x input activation bits
+  size,    ///< weight storage in bits (each layer's weights x its bit-width)
+  bops,    ///< bit-operations per image: MACs x weight bits x input activation bits
+  latency  ///< seconds per batch in the integer runtime's kernels, measured (LatencyTable)
 };
 
-inline const char* cost_name(CostKind k) { return k == CostKind::size ? "size" : "bops"; }
+inline const char* cost_name(CostKind k) {
+  return k == CostKind::size ? "size" : k == CostKind::bops ? "bops" : "latency";
+}
 
 struct CostModel {
   CostKind kind = CostKind::size;
   int act_bits = 4;  ///< input activation bits of every layer but the first group's (8: image)
+  const LatencyTable* latency = nullptr;  ///< with kind latency
 };
 
 /// The cost of layer k of group g at `bits`.
@@ -28,6 +33,13 @@ inline double layer_cost(const SensitivityTable& t, size_t g, size_t k, int bits
                          const CostModel& c) {
   const GroupSensitivity& s = t.groups[g];
   if (c.kind == CostKind::size) return static_cast<double>(s.params[k]) * bits;
+  if (c.kind == CostKind::latency) {
+    check(c.latency && c.latency->seconds.size() == t.groups.size(),
+          "bit allocation: the latency cost model needs a latency table of the same model");
+    const auto it = std::find(t.bits.begin(), t.bits.end(), bits);
+    check(it != t.bits.end(), "bit allocation: no latency measured for ", bits, " bits");
+    return c.latency->seconds[g][k][static_cast<size_t>(it - t.bits.begin())];
+  }
   const int a = g == 0 ? 8 : c.act_bits;
   return static_cast<double>(s.macs[k]) * bits * a;
 }
