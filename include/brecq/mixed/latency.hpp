@@ -5,6 +5,8 @@
 // runs), and the runtime's measured time of a whole allocation for comparison with the budget.
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "brecq/kernels/int/conv.hpp"
