@@ -37,6 +37,18 @@ std::vector<mixed::SearchGroup> synthetic_problem(size_t groups, uint64_t seed) 
   return out;
 }
 
+/// n seeded random images for the tiny model and its sensitivity table measured on them.
+struct TinyTable {
+  Tensor calib;
+  mixed::SensitivityTable table;
+};
+TinyTable tiny_table(const nn::Model& m, int64_t n) {
+  Rng rng(4);
+  TinyTable t{Tensor::randn(Shape{n, 3, 8, 8}, rng), {}};
+  t.table = mixed::measure_sensitivity(m, t.calib, {.images = n, .progress = nullptr});
+  return t;
+}
+
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << text;
 }
@@ -153,10 +165,8 @@ TEST_CASE("sensitivity of a small model: B^n entries per block, cached, resumed,
 
 TEST_CASE("allocation under a size budget gives per-layer bits; first and last stay at 8") {
   const nn::Model m = test::tiny_resnet();
-  Rng rng(4);
-  const Tensor calib = Tensor::randn(Shape{16, 3, 8, 8}, rng);
-  const mixed::SensitivityTable t =
-      mixed::measure_sensitivity(m, calib, {.images = 16, .progress = nullptr});
+  const TinyTable tiny = tiny_table(m, 16);
+  const mixed::SensitivityTable& t = tiny.table;
   const mixed::CostModel size{.kind = mixed::CostKind::size};
   const double w2 = mixed::uniform_cost(t, size, 2, 8), w4 = mixed::uniform_cost(t, size, 4, 8);
   const mixed::AllocationProblem p = mixed::make_problem(t, size, 8);
@@ -207,10 +217,9 @@ TEST_CASE("bits files: written, read back, and refused with the file and the pro
 
 TEST_CASE("the latency cost model: every layer timed per bit-width, a search within its budget") {
   const nn::Model m = test::tiny_resnet();
-  Rng rng(4);
-  const Tensor calib = Tensor::randn(Shape{8, 3, 8, 8}, rng);
-  const mixed::SensitivityTable t =
-      mixed::measure_sensitivity(m, calib, {.images = 8, .progress = nullptr});
+  const TinyTable tiny = tiny_table(m, 8);  // named, not bound: clang 14 captures neither
+  const Tensor& calib = tiny.calib;
+  const mixed::SensitivityTable& t = tiny.table;
   const mixed::LatencyOptions lo{.batch = 2, .threads = 1, .a_bits = 4, .reps = 2};
   const mixed::LatencyTable lt = mixed::measure_latency(m, t, 8, 8, lo);
   REQUIRE(lt.seconds.size() == t.groups.size());

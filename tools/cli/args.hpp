@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -68,6 +69,23 @@ struct Flag {
   std::string default_value = "";  ///< used when the flag is absent; shown in the usage
   bool required = false;
 };
+
+/// The required flags of a program that starts from an FP model and calibration images
+/// (--model, --weights, --calib), followed by its own flags.
+inline std::vector<Flag> fp_model_flags(std::vector<Flag> own) {
+  std::vector<Flag> out{
+      {.name = "--model", .value_name = "MODEL", .help = "architecture", .required = true},
+      {.name = "--weights",
+       .value_name = "FILE",
+       .help = "FP safetensors weights",
+       .required = true},
+      {.name = "--calib",
+       .value_name = "DIR",
+       .help = "calibration image folder",
+       .required = true}};
+  out.insert(out.end(), std::make_move_iterator(own.begin()), std::make_move_iterator(own.end()));
+  return out;
+}
 
 /// Parsed flags of one subcommand. Every accessor that validates a value throws UsageError
 /// naming the flag, what it expects and what it got.
