@@ -17,6 +17,7 @@
 
 #include "../tools/cli/args.hpp"
 #include "brecq/config.hpp"
+#include "brecq/io/safetensors_core.hpp"
 #include "brecq/tensor/parallel.hpp"
 
 namespace brecq::bench {
@@ -100,7 +101,7 @@ inline cli::Args parse_flags(int argc, char** argv, const std::string& name,
 inline void emit(const std::string& text, const std::string& path) {
   const std::filesystem::path p(path);
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  std::ofstream(p) << text;
+  write_file_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));  // never half-written
   std::cout << "written to " << path << "\n";
 }
 

@@ -15,7 +15,7 @@ tools/check_headers.sh
 jobs=$(nproc)
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-targets=(brecq_tests)
+targets=(brecq_tests brecq_cli)  # brecq itself for the kill -9 resume test
 if cmake --build build --target help | grep -q brecq_onnx_tests; then targets+=(brecq_onnx_tests); fi
 cmake --build build -j"$jobs" --target "${targets[@]}"
 step "release tests"
@@ -26,4 +26,6 @@ CXX=clang++-14 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBRECQ_SANITIZ
 cmake --build build-asan -j"$jobs" --target brecq_tests
 step "sanitizer tests"
 (cd build-asan && ctest --output-on-failure)
+step "fuzz (10 s per harness, regression inputs)"
+tools/fuzz.sh build-fuzz 10
 step done

@@ -1,6 +1,7 @@
 #pragma once
 // MNIST / Fashion-MNIST IDX files, plain or gzip-compressed (RFC 1952; the deflate stream is
 // inflated by stb_image's zlib decoder, then ISIZE and CRC32 are checked).
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -51,6 +52,10 @@ inline bool is_gzip(std::span<const uint8_t> bytes) {
   return bytes.size() >= 2 && bytes[0] == 0x1F && bytes[1] == 0x8B;
 }
 
+/// The most bytes gunzip inflates a file to (1 GiB): a gzip file whose trailer declares more is
+/// refused before anything is decompressed, and no stream inflates past what its trailer declares.
+inline constexpr uint32_t kMaxGunzipBytes = uint32_t{1} << 30;
+
 /// Decompresses a single-member gzip file held in memory; `name` appears in error messages.
 inline std::vector<uint8_t> gunzip(std::span<const uint8_t> gz,
                                    const std::string& name = "<memory>") {
@@ -89,21 +94,36 @@ inline std::vector<uint8_t> gunzip(std::span<const uint8_t> gz,
   if (deflate_size > static_cast<size_t>(INT_MAX) - 8)
     bad("compressed data too large (", deflate_size, " bytes)");
 
+  const uint32_t want_crc = detail::io::read_le32(gz.data() + limit);
+  const uint32_t want_size = detail::io::read_le32(gz.data() + limit + 4);
+  if (want_size > kMaxGunzipBytes)
+    bad("the trailer's ISIZE declares ", want_size, " decompressed bytes, more than the limit of ",
+        kMaxGunzipBytes, " (kMaxGunzipBytes)");
+  // Deflate inflates at most 1032:1 (a 258-byte match in two 1-bit codes).
+  if (want_size > (uint64_t{deflate_size} + 1) * 1032)
+    bad("the trailer's ISIZE declares ", want_size, " decompressed bytes, more than ", deflate_size,
+        " bytes of deflate data can inflate to");
+
+  // The output buffer holds ISIZE + 1 bytes and does not grow: a stream that inflates to more
+  // than its trailer says (a decompression bomb) stops there instead of exhausting memory.
   // The 8-byte trailer is passed along: stb_image's decoder reports "bad huffman code" when
   // fewer than 16 bits remain at the end of its input even if the last codes need fewer. It stops
   // at the final block, so trailing bytes are never decoded as data.
-  int out_len = 0;
-  char* raw = stbi_zlib_decode_noheader_malloc(reinterpret_cast<const char*>(gz.data() + pos),
-                                               static_cast<int>(deflate_size + 8), &out_len);
-  if (!raw) {
+  const size_t capacity = size_t{want_size} + 1;
+  std::unique_ptr<char[]> raw(new char[capacity]);  // uninitialised: only what is decoded is read
+  stbi__g_failure_reason = nullptr;  // some stb_image failures leave an earlier reason in place
+  const int out_len = stbi_zlib_decode_noheader_buffer(
+      raw.get(), static_cast<int>(capacity), reinterpret_cast<const char*>(gz.data() + pos),
+      static_cast<int>(deflate_size + 8));
+  if (out_len < 0) {
     const char* reason = stbi_failure_reason();
+    if (reason && std::string_view(reason) == "output buffer limit")
+      bad("the deflate data inflates to more than the trailer's ISIZE of ", want_size,
+          " bytes (corrupt file or decompression bomb)");
     bad("corrupt deflate data (", reason ? reason : "unknown error", ")");
   }
-  std::unique_ptr<char, void (*)(void*)> owner(raw, stbi_image_free);
-  std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(raw),
-                           reinterpret_cast<uint8_t*>(raw) + out_len);
-  const uint32_t want_crc = detail::io::read_le32(gz.data() + limit);
-  const uint32_t want_size = detail::io::read_le32(gz.data() + limit + 4);
+  std::vector<uint8_t> out(reinterpret_cast<uint8_t*>(raw.get()),
+                           reinterpret_cast<uint8_t*>(raw.get()) + out_len);
   if (static_cast<uint32_t>(out.size()) != want_size)
     bad("decompressed ", out.size(), " bytes, but the trailer's ISIZE says ", want_size,
         " (truncated or corrupt file)");
@@ -137,17 +157,24 @@ inline IdxArray parse_idx(std::span<const uint8_t> b, int expected_ndim, const s
   const size_t header = 4 + 4 * static_cast<size_t>(expected_ndim);
   if (b.size() < header) bad("truncated header: ", b.size(), " bytes, expected ", header);
   IdxArray a;
-  uint64_t count = 1;
+  uint64_t count = 1, nonzero = 1;  // nonzero: the product of the non-zero dims, saturated
+  std::string dims = "[";
   for (int d = 0; d < expected_ndim; ++d) {
     const uint32_t x = detail::io::read_be32(b.data() + 4 + 4 * d);
     a.dims.push_back(x);
+    dims += (d ? ", " : "") + std::to_string(x);
     const uint64_t cap = b.size() + 1;  // saturate: anything above the file size is wrong
     count = (x != 0 && count > cap / x) ? cap : count * x;
+    nonzero = x == 0 ? nonzero : std::min(nonzero, cap) * x;  // <= (size + 1) * 2^32
   }
+  dims += "]";
   if (count != b.size() - header)
-    bad("dims ", Shape(a.dims).str(), " need ",
-        count > b.size() ? std::string("more") : std::to_string(count),
+    bad("dims ", dims, " need ", count > b.size() ? std::string("more") : std::to_string(count),
         " data bytes, the file has ", b.size() - header);
+  // An empty array (a zero dim) may not declare huge other dims: shapes are products in int64.
+  if (nonzero > b.size())
+    bad("dims ", dims, " describe no data, but their non-zero dims multiply to more than the ",
+        b.size(), " bytes of the file");
   a.data.assign(b.begin() + static_cast<std::ptrdiff_t>(header), b.end());
   return a;
 }
@@ -179,9 +206,22 @@ class FashionMnist {
   /// Loads any MNIST-format pair of IDX files (plain or gzip).
   static FashionMnist from_files(const std::string& images_path, const std::string& labels_path,
                                  const MnistParams& p = {}) {
+    return from_bytes(read_file_bytes(images_path), read_file_bytes(labels_path), p, images_path,
+                      labels_path);
+  }
+
+  /// Loads an MNIST-format pair of IDX files (plain or gzip) held in memory; the names appear in
+  /// error messages.
+  static FashionMnist from_bytes(std::span<const uint8_t> images, std::span<const uint8_t> labels,
+                                 const MnistParams& p = {},
+                                 const std::string& images_path = "<images>",
+                                 const std::string& labels_path = "<labels>") {
     check(p.std != 0.0f, "FashionMnist: std must be non-zero");
-    const IdxArray img = parse_idx(read_maybe_gzip(images_path), 3, images_path);
-    const IdxArray lab = parse_idx(read_maybe_gzip(labels_path), 1, labels_path);
+    auto plain = [](std::span<const uint8_t> b, const std::string& name) {
+      return is_gzip(b) ? gunzip(b, name) : std::vector<uint8_t>(b.begin(), b.end());
+    };
+    const IdxArray img = parse_idx(plain(images, images_path), 3, images_path);
+    const IdxArray lab = parse_idx(plain(labels, labels_path), 1, labels_path);
     check(img.dims[0] == lab.dims[0], "FashionMnist: '", images_path, "' holds ", img.dims[0],
           " images but '", labels_path, "' holds ", lab.dims[0], " labels");
     FashionMnist m;

@@ -449,6 +449,10 @@ inline std::string shape_str(const std::vector<int64_t>& dims) {
 
 }  // namespace detail::io
 
+/// The largest JSON header a safetensors file may declare (100 MB, the limit of the reference
+/// implementation): a larger declared length is refused before anything is parsed.
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100'000'000;
+
 /// Where one tensor lives in a safetensors file.
 struct SafetensorsTensorInfo {
   std::string dtype;           ///< as written in the file: "F32", "F16", "BF16", "I64", ...
@@ -566,9 +570,15 @@ class SafetensorsReader {
     if (b.size() < 8)
       bad("file has ", b.size(), " bytes, expected at least the 8-byte header length");
     const uint64_t n = detail::io::load_le<uint64_t>(b.data());
+    const std::string over_limit = n > kMaxSafetensorsHeaderBytes
+                                       ? detail::concat("the limit of ", kMaxSafetensorsHeaderBytes,
+                                                        " bytes (kMaxSafetensorsHeaderBytes)")
+                                       : "";
     if (n > b.size() - 8)
       bad("header length ", n, " runs past the end of the file (", b.size() - 8,
-          " bytes follow the length field)");
+          " bytes follow the length field)", over_limit.empty() ? "" : " and is more than ",
+          over_limit);
+    if (!over_limit.empty()) bad("header length ", n, " is more than ", over_limit);
     if (n == 0) bad("header length is 0, expected a JSON object");
     if (b[8] != '{') bad("header does not start with '{'");
     data_start_ = 8 + static_cast<size_t>(n);
@@ -758,12 +768,22 @@ inline std::vector<uint8_t> serialize_safetensors_raw(
 }
 
 /// Writes a file image to `path`; errors name the path.
+/// Writes bytes to `path` through a temporary file renamed over it (atomic on POSIX), so that an
+/// interrupted or killed write never leaves a partial file that looks complete.
 inline void write_file_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  check(f.is_open(), "save_safetensors: cannot open '", path, "' for writing");
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  check(!f.fail(), "save_safetensors: writing ", bytes.size(), " bytes to '", path, "' failed");
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    check(f.is_open(), "writing '", path, "': cannot open '", tmp, "' for writing");
+    f.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
+    f.close();
+    check(!f.fail(), "writing '", path, "': writing ", bytes.size(), " bytes to '", tmp,
+          "' failed");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  check(!ec, "writing '", path, "': cannot rename '", tmp, "' to it: ", ec.message());
 }
 
 }  // namespace brecq

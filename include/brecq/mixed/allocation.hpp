@@ -132,11 +132,12 @@ inline void write_bits_file(const std::string& path, const std::map<std::string,
   detail::write_text_atomic(path, w.str());
 }
 
-/// The per-layer weight bits of a bits file, checked against model m: every name a layer of m,
-/// every bit-width 2..8. Other fields of the file are informative and not read.
-inline std::map<std::string, int> read_bits_file(const std::string& path, const nn::Model& m) {
+/// The per-layer weight bits of a bits file's text, checked against model m: every name a layer
+/// of m, every bit-width 2..8. Other fields of the file are informative and not read. `path`
+/// names the file in errors.
+inline std::map<std::string, int> parse_bits_file(const std::string& text, const std::string& path,
+                                                  const nn::Model& m) {
   using brecq::detail::io::Json;
-  const std::string text = detail::read_text(path, "bits file");
   const Json doc = brecq::detail::io::JsonParser(text, "bits file " + path).parse_document();
   check(doc.kind == Json::Kind::object, "bits file ", path, ": expected a JSON object, got ",
         brecq::detail::io::json_kind_name(doc.kind));
@@ -171,6 +172,11 @@ inline std::map<std::string, int> read_bits_file(const std::string& path, const 
   }
   check(!out.empty(), "bits file ", path, ": \"layers\" is empty");
   return out;
+}
+
+/// The per-layer weight bits of the bits file `path` (see parse_bits_file).
+inline std::map<std::string, int> read_bits_file(const std::string& path, const nn::Model& m) {
+  return parse_bits_file(detail::read_text(path, "bits file"), path, m);
 }
 
 }  // namespace brecq::mixed

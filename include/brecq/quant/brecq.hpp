@@ -108,14 +108,12 @@ inline void save_checkpoint(const QuantModel& qm, const std::string& path, const
       t.emplace_back(act_name(static_cast<int>(p)) + ".scale", qm.act_q[p].scale);
       t.emplace_back(act_name(static_cast<int>(p)) + ".zero_point", qm.act_q[p].zero_point);
     }
-  const std::string tmp = path + ".tmp";
-  save_safetensors(tmp, t,
+  save_safetensors(path, t,
                    {.metadata = {{"format", "brecq-checkpoint-1"},
                                  {"key", key},
                                  {"weights_done", std::to_string(st.weights_done)},
                                  {"acts_done", std::to_string(st.acts_done)},
                                  {"act_initialized", st.act_initialized ? "1" : "0"}}});
-  std::filesystem::rename(tmp, path);  // atomic: an interrupt never leaves a half-written file
 }
 
 /// Restores a checkpoint's state into qm; returns what was done.

@@ -513,9 +513,9 @@ struct QuantizedFile {
 };
 
 /// Reads a quantized model file of version 1 (through the model registry) or 2 (from the file
-/// alone); newer versions, damaged files and invalid fields are refused, naming the file.
-inline QuantizedFile read_quantized(const std::string& path) {
-  const SafetensorsFile f(path);
+/// alone) held by f; newer versions, damaged files and invalid fields are refused, naming f.path().
+inline QuantizedFile read_quantized(const SafetensorsFile& f) {
+  const std::string& path = f.path();
   const int version = runtime::format_version(f);
   if (version == 1) {
     QuantModel qm = detail::load_quantized_v1(f);
@@ -542,6 +542,11 @@ inline QuantizedFile read_quantized(const std::string& path) {
                                     .input_height = o.input_height,
                                     .input_width = o.input_width};
   return {quant_model_from_graph(g, "quantized model '" + path + "'"), std::move(p), version};
+}
+
+/// Reads a quantized model file of version 1 or 2 (see read_quantized(const SafetensorsFile&)).
+inline QuantizedFile read_quantized(const std::string& path) {
+  return read_quantized(SafetensorsFile(path));
 }
 
 /// Rebuilds the fake-quantized model of a file written by save_quantized (version 1 or 2).

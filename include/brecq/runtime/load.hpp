@@ -361,8 +361,9 @@ class JsonObject {
     const Json& v = get(key);
     int64_t x = 0;
     const std::string& s = v.text;
+    const auto r = std::from_chars(s.data(), s.data() + s.size(), x);  // out of range: x stays 0
     const bool ok = v.kind == Json::Kind::number && s.find_first_of(".eE") == std::string::npos &&
-                    std::from_chars(s.data(), s.data() + s.size(), x).ptr == s.data() + s.size();
+                    r.ec == std::errc() && r.ptr == s.data() + s.size();
     if (!ok) bad("'", key, "' should be an integer, got ", describe(v));
     if (x < lo || x > hi) bad("'", key, "' is ", x, ", expected ", lo, "..", hi);
     return x;
@@ -419,7 +420,7 @@ class JsonObject {
     if (v.kind != Json::Kind::number) bad("'", key, "' should be a number, got ", describe(v));
     double x = 0;
     const auto r = std::from_chars(v.text.data(), v.text.data() + v.text.size(), x);
-    if (r.ptr != v.text.data() + v.text.size() || !std::isfinite(x))
+    if (r.ec != std::errc() || r.ptr != v.text.data() + v.text.size() || !std::isfinite(x))
       bad("'", key, "' is not a finite number: ", v.text);
     return x;
   }
