@@ -192,6 +192,17 @@ class Args {
     return v;
   }
 
+  /// The path of a file to write, in an existing folder.
+  std::string get_output(const std::string& name) const {
+    const std::string v = get(name);
+    const auto dir = std::filesystem::absolute(v).parent_path();
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir, ec))
+      fail("flag " + name + " expects a file in an existing folder, got '" + v + "' (no folder " +
+           dir.string() + ")");
+    return v;
+  }
+
   /// Throws UsageError with `message` and this subcommand's usage.
   [[noreturn]] void fail(const std::string& message) const { throw UsageError(message, usage()); }
 

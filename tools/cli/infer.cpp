@@ -243,12 +243,7 @@ int run(const std::vector<std::string>& argv) {
   if (args.has("--data") == args.has("--mnist"))
     args.fail("expected one of --data DIR and --mnist DIR");
   const std::string model = args.get_file("--model");
-  if (args.has("--logits")) {
-    const auto dir = std::filesystem::absolute(args.get("--logits")).parent_path();
-    if (!std::filesystem::is_directory(dir))
-      args.fail("flag --logits expects a file in an existing folder, got '" + args.get("--logits") +
-                "'");
-  }
+  if (args.has("--logits")) args.get_output("--logits");
   const runtime::Graph g = runtime::load_graph(model);
   if (args.has("--data")) {
     const std::string dir = args.get_dir("--data");

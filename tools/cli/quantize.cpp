@@ -11,6 +11,7 @@
 #include "brecq/driver/driver.hpp"
 #include "brecq/mixed/allocation.hpp"
 #include "brecq/quant/brecq.hpp"
+#include "quant_flags.hpp"
 
 namespace {
 
@@ -122,18 +123,8 @@ int run(const std::vector<std::string>& argv) {
   const std::string model_name = args.get_choice("--model", nn::model_names());
   const std::string weights = args.get_file("--weights");
   const std::string calib_dir = args.get_dir("--calib");
-  const std::string out = args.get("--out");
-  const auto out_dir = std::filesystem::absolute(out).parent_path();
-  if (!std::filesystem::is_directory(out_dir))
-    args.fail("flag --out expects a file in an existing folder, got '" + out + "' (no folder " +
-              out_dir.string() + ")");
-  quant::QuantSettings qs{
-      .w_bits = static_cast<int>(args.get_int("--w-bits", 2, 8)),
-      .a_bits = static_cast<int>(args.get_int("--a-bits", 0, 8)),
-      .first_last_bits = static_cast<int>(args.get_int("--first-last-bits", 2, 8)),
-      .input_bits = static_cast<int>(args.get_int("--input-bits", 0, 8))};
-  if (qs.a_bits == 1) args.fail("flag --a-bits expects 0 or an integer in [2, 8], got '1'");
-  if (qs.input_bits == 1) args.fail("flag --input-bits expects 0 or an integer in [2, 8], got '1'");
+  const std::string out = args.get_output("--out");
+  quant::QuantSettings qs = cli::quant_bits(args);
   const std::string granularity =
       args.get_choice("--granularity", {"layer", "block", "stage", "network"});
   quant::ReconstructionSettings s;

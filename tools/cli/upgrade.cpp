@@ -32,10 +32,7 @@ int run(const std::vector<std::string>& argv) {
         .required = true}});
   if (!args.parse(argv)) return 0;
   const std::string in = args.get_file("--quantized");
-  const std::string out = args.get("--out");
-  const auto out_dir = std::filesystem::absolute(out).parent_path();
-  if (!std::filesystem::is_directory(out_dir))
-    args.fail("flag --out expects a file in an existing folder, got '" + out + "'");
+  const std::string out = args.get_output("--out");
   std::error_code ec;
   if (std::filesystem::equivalent(in, out, ec))
     args.fail("flag --out must name another file than --quantized, got '" + out + "' for both");
