@@ -41,9 +41,10 @@ int run(const std::vector<std::string>& argv) {
       "mixed",
       "Mixed-precision bit allocation (BRECQ paper, section 3.4): the reconstruction loss of\n"
       "every block for every assignment of bit-widths to its layers (round-to-nearest after\n"
-      "the range search, activations in FP), then a genetic search for the allocation with the\n"
-      "least summed loss under one budget. Writes per-layer bits for `brecq quantize\n"
-      "--bits-config`. The sensitivity table is cached (OUT.sensitivity.json) after every block.",
+      "the range search, or a short AdaRound reconstruction of the block; activations in FP),\n"
+      "then a genetic search for the allocation with the least summed loss under one budget.\n"
+      "Writes per-layer bits for `brecq quantize --bits-config`. The sensitivity table is\n"
+      "cached (OUT.sensitivity.json) after every block.",
       cli::fp_model_flags(
           {{.name = "--out",
             .value_name = "FILE",
@@ -79,6 +80,20 @@ int run(const std::vector<std::string>& argv) {
             .value_name = "N",
             .help = "calibration images measured on",
             .default_value = "256"},
+           {.name = "--sensitivity",
+            .value_name = "nearest|reconstruction",
+            .help = "how each entry's weights are rounded: to nearest, or by a short AdaRound "
+                    "reconstruction of the block alone",
+            .default_value = "nearest"},
+           {.name = "--sensitivity-loss",
+            .value_name = "mse|fisher",
+            .help = "each entry's loss: the block output's squared error, or weighted by the "
+                    "squared task-loss gradient (diagonal Fisher)",
+            .default_value = "mse"},
+           {.name = "--sensitivity-iters",
+            .value_name = "N",
+            .help = "AdaRound iterations per entry (--sensitivity reconstruction)",
+            .default_value = "300"},
            {.name = "--population",
             .value_name = "N",
             .help = "genetic search population",
@@ -103,10 +118,7 @@ int run(const std::vector<std::string>& argv) {
   const std::string model_name = args.get_choice("--model", nn::model_names());
   const std::string weights = args.get_file("--weights");
   const std::string calib_dir = args.get_dir("--calib");
-  const std::string out = args.get("--out");
-  const auto out_dir = std::filesystem::absolute(out).parent_path();
-  if (!std::filesystem::is_directory(out_dir))
-    args.fail("flag --out expects a file in an existing folder, got '" + out + "'");
+  const std::string out = args.get_output("--out");
   const int budgets = args.has("--size-budget-kb") + args.has("--size-budget-uniform") +
                       args.has("--bops-budget-g") + args.has("--latency-budget-ms");
   if (budgets != 1)
@@ -134,7 +146,14 @@ int run(const std::vector<std::string>& argv) {
   const driver::LoadedModel fp = driver::load_model(model_name, weights);
   const Batch calib = load_image_folder(
       calib_dir, {.preprocess = pre, .limit = images, .shuffle = true, .seed = seed});
-  mixed::SensitivityOptions so{.bits = bits, .images = images};
+  mixed::SensitivityOptions so{
+      .bits = bits,
+      .images = images,
+      .measure = mixed::parse_sensitivity_measure(
+          args.get_choice("--sensitivity", {"nearest", "reconstruction"})),
+      .loss = quant::parse_recon_loss(args.get_choice("--sensitivity-loss", {"mse", "fisher"})),
+      .recon_iters = args.get_int("--sensitivity-iters", 1, 1000000),
+      .seed = seed};
   if (args.has("--no-progress")) so.progress = nullptr;
   const auto t0 = std::chrono::steady_clock::now();
   const mixed::SensitivityTable table =

@@ -136,13 +136,7 @@ class QuantModel {
     for (const auto& [name, bits] : s.layer_w_bits)
       weight_q[static_cast<size_t>(layer(name).id)].config.bits = bits;
     if (init_weight_ranges)
-      for (nn::Layer* l : layers) {
-        UniformQuantizer& q = weight_q[static_cast<size_t>(l->id)];
-        std::unique_ptr<RangeObserver> o = make_observer(q.config);
-        o->observe(l->weight);
-        o->decide(q);
-        hard_[static_cast<size_t>(l->id)] = nearest_weight(l->weight, q);
-      }
+      for (nn::Layer* l : layers) init_weight_range(*l);
     act_q.resize(static_cast<size_t>(model.num_points()));
     act_enabled.assign(static_cast<size_t>(model.num_points()), s.a_bits > 0);
     for (UniformQuantizer& q : act_q)
@@ -163,6 +157,16 @@ class QuantModel {
   }
 
   const nn::Layer& first_layer() const { return *model.layers().front(); }
+
+  /// Sets layer l's weight range by its quantizer's rule and its weight to round-to-nearest (the
+  /// constructor does it for every layer unless told not to).
+  void init_weight_range(const nn::Layer& l) {
+    UniformQuantizer& q = weight_q[static_cast<size_t>(l.id)];
+    std::unique_ptr<RangeObserver> o = make_observer(q.config);
+    o->observe(l.weight);
+    o->decide(q);
+    hard_[static_cast<size_t>(l.id)] = nearest_weight(l.weight, q);
+  }
 
   /// Whether any activation point is quantized.
   bool quantizes_activations() const {

@@ -75,6 +75,11 @@ inline void validate(const ReconstructionSettings& s) {
   check(s.act_init_images >= 1, "activation init images: expected >= 1, got ", s.act_init_images);
 }
 
+/// Where a unit's input comes from while its rounding is learned: the quantized model (the
+/// reconstruction, which lets a unit make up for the error of those before it) or the FP model
+/// (a unit measured on its own, as mixed-precision sensitivity does).
+enum class UnitInput { quantized, fp };
+
 /// What happened to one unit in one pass.
 struct UnitReport {
   std::string unit, pass;
@@ -165,50 +170,56 @@ class Reconstructor {
                          {.weights = joint() ? WeightMode::fp : WeightMode::hard});
   }
 
-  /// Weight pass over units [start, end) (start > 0 resumes): AdaRound with the activations in
-  /// FP, or (joint) with them quantized and their steps learned alongside.
+  /// Weight pass over units [start, end) (start > 0 resumes), each unit fed the quantized
+  /// model's input (learn_rounding).
   std::vector<UnitReport> weight_pass(size_t start = 0, const UnitDoneCallback& done = {}) {
     std::vector<UnitReport> out;
     for (size_t i = start; i < units_.size(); ++i) {
-      const Unit& u = units_[i];
-      std::vector<AdaRound> rounding;  // learned here, installed in qm_ when done
-      for (const nn::Layer* l : u.layers)
-        rounding.push_back(AdaRound::init(l->weight, qm_.weight_q[static_cast<size_t>(l->id)]));
-      Learning L{.pass = "weights",
-                 .tag = "W",
-                 .iters = s_.iters_w,
-                 .p = s_.p_w,
-                 .seed = s_.seed * 1000003ull + i,
-                 .act = joint(),
-                 .quantized_input = true,
-                 .mix_inputs = joint(),
-                 .drop = joint() ? s_.qdrop : 0.0f};
-      L.groups.push_back({{}, s_.lr_w, false});
-      for (size_t k = 0; k < u.layers.size(); ++k) {
-        L.soft[u.layers[k]->id] = &rounding[k];
-        L.groups[0].params.push_back(rounding[k].alpha);
-      }
-      if (joint()) L.groups.push_back({learnable_steps(u), s_.lr_a_joint, true});
-      const int64_t reg_start = static_cast<int64_t>(s_.warmup * static_cast<float>(s_.iters_w));
-      if (s_.lambda > 0)
-        L.regularizer = [&, reg_start](int64_t t) {
-          if (t < reg_start) return Tensor();
-          const float beta = adaround_beta(t, s_.iters_w, s_.warmup, s_.beta_start, s_.beta_end);
-          Tensor reg;
-          for (const AdaRound& r : rounding) {
-            Tensor rl = r.regularizer(beta);
-            reg = reg.defined() ? add(reg, rl) : rl;
-          }
-          return mul(reg, s_.lambda);
-        };
-      L.install = [&] {
-        for (size_t k = 0; k < u.layers.size(); ++k)
-          qm_.set_rounding(*u.layers[k], std::move(rounding[k]));
-      };
-      out.push_back(optimise(u, i, L));
+      out.push_back(learn_rounding(units_[i], i, UnitInput::quantized));
       if (done) done("weights", i + 1);
     }
     return out;
+  }
+
+  /// Learns the rounding of unit u (the index-th, which seeds its batches) and installs it in
+  /// the model: AdaRound with the activations in FP, or (joint) with them quantized and their
+  /// steps learned alongside. u may be any unit of the model, not only one of units().
+  UnitReport learn_rounding(const Unit& u, size_t index, UnitInput input) {
+    std::vector<AdaRound> rounding;  // learned here, installed in qm_ when done
+    for (const nn::Layer* l : u.layers)
+      rounding.push_back(AdaRound::init(l->weight, qm_.weight_q[static_cast<size_t>(l->id)]));
+    Learning L{.pass = "weights",
+               .tag = "W",
+               .iters = s_.iters_w,
+               .p = s_.p_w,
+               .seed = s_.seed * 1000003ull + index,
+               .act = joint(),
+               .quantized_input = input == UnitInput::quantized,
+               .mix_inputs = joint() && input == UnitInput::quantized,
+               .drop = joint() ? s_.qdrop : 0.0f};
+    L.groups.push_back({{}, s_.lr_w, false});
+    for (size_t k = 0; k < u.layers.size(); ++k) {
+      L.soft[u.layers[k]->id] = &rounding[k];
+      L.groups[0].params.push_back(rounding[k].alpha);
+    }
+    if (joint()) L.groups.push_back({learnable_steps(u), s_.lr_a_joint, true});
+    const int64_t reg_start = static_cast<int64_t>(s_.warmup * static_cast<float>(s_.iters_w));
+    if (s_.lambda > 0)
+      L.regularizer = [&, reg_start](int64_t t) {
+        if (t < reg_start) return Tensor();
+        const float beta = adaround_beta(t, s_.iters_w, s_.warmup, s_.beta_start, s_.beta_end);
+        Tensor reg;
+        for (const AdaRound& r : rounding) {
+          Tensor rl = r.regularizer(beta);
+          reg = reg.defined() ? add(reg, rl) : rl;
+        }
+        return mul(reg, s_.lambda);
+      };
+    L.install = [&] {
+      for (size_t k = 0; k < u.layers.size(); ++k)
+        qm_.set_rounding(*u.layers[k], std::move(rounding[k]));
+    };
+    return optimise(u, index, L);
   }
 
   /// Activation pass over units [start, end): the steps of the unit's points, weights fixed.
