@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, checks formatting and that every header compiles on
-# its own, builds the tests with g++ -O3 (with the ONNX exporter's tests where its libraries are)
-# and with clang++ under AddressSanitizer + UndefinedBehaviorSanitizer, and runs both with ctest.
+# its own, builds the tests and the brecq program with g++ -O3 (with the ONNX exporter's tests
+# where its libraries are) and the tests with clang++ under AddressSanitizer +
+# UndefinedBehaviorSanitizer, runs both with ctest (the kill -9 resume test included), then the
+# kernel tests under ThreadSanitizer and every fuzz harness for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -26,6 +28,8 @@ CXX=clang++-14 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DBRECQ_SANITIZ
 cmake --build build-asan -j"$jobs" --target brecq_tests
 step "sanitizer tests"
 (cd build-asan && ctest --output-on-failure)
+step "thread sanitizer (kernels, parallel loops)"
+tools/tsan.sh build-tsan
 step "fuzz (10 s per harness, regression inputs)"
 tools/fuzz.sh build-fuzz 10
 step done

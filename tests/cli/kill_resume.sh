@@ -2,7 +2,9 @@
 # brecq quantize killed with SIGKILL in the middle of a unit: no output file appears, the same
 # command resumes after the last finished unit, and the final file is byte-identical to an
 # uninterrupted run's; and two runs of one command with one seed and one thread count write the
-# same bytes. Two threads (OMP_NUM_THREADS=2), as the CI machine has.
+# same bytes. Two threads (OMP_NUM_THREADS=2), as the CI machine has; then one run with one
+# thread must write the same bytes too (work is split by output elements, reductions run in a
+# fixed order and random draws are seeded per block of elements, never per thread).
 #
 #   kill_resume.sh BRECQ SHARED_DIR
 set -euo pipefail
@@ -59,3 +61,7 @@ for threads in 2; do
   [ ! -e "$work/killed.safetensors.ckpt" ] || fail "the checkpoint was left after the run"
   echo "kill_resume: $threads thread(s): killed after $done_units units, resumed, identical"
 done
+OMP_NUM_THREADS=1 "$brecq" "${args[@]}" --out "$work/one_thread.safetensors" > "$work/one.log" 2>&1
+cmp -s "$work/whole.safetensors" "$work/one_thread.safetensors" ||
+  fail "1 and 2 threads wrote different files"
+echo "kill_resume: 1 thread wrote the same bytes as 2"
