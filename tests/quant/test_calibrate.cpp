@@ -3,8 +3,8 @@
 #include <cmath>
 #include <numbers>
 
-#include "brecq/quant/calibrate.hpp"
 #include "../support.hpp"
+#include "brecq/quant/calibrate.hpp"
 #include "tiny_model.hpp"
 
 using namespace brecq;
