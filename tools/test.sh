@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, checks formatting and that every header compiles on
-# its own, builds the tests and the brecq program with g++ -O3 (with the ONNX exporter's tests
+# its own, builds the tests and `brecq quantize` with g++ -O3 (with the ONNX exporter's tests
 # where its libraries are) and the tests with clang++ under AddressSanitizer +
 # UndefinedBehaviorSanitizer, runs both with ctest (the kill -9 resume test included), then the
 # kernel tests under ThreadSanitizer and every fuzz harness for a bounded time.
@@ -17,7 +17,7 @@ tools/check_headers.sh
 jobs=$(nproc)
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-targets=(brecq_tests brecq_cli)  # brecq itself for the kill -9 resume test
+targets=(brecq_tests brecq_quantize_cli)  # `brecq quantize` alone, for the kill -9 resume test
 if cmake --build build --target help | grep -q brecq_onnx_tests; then targets+=(brecq_onnx_tests); fi
 cmake --build build -j"$jobs" --target "${targets[@]}"
 step "release tests"
@@ -30,6 +30,6 @@ step "sanitizer tests"
 (cd build-asan && ctest --output-on-failure)
 step "thread sanitizer (kernels, parallel loops)"
 tools/tsan.sh build-tsan
-step "fuzz (10 s per harness, regression inputs)"
-tools/fuzz.sh build-fuzz 10
+step "fuzz (5 s per harness, regression inputs)"
+tools/fuzz.sh build-fuzz 5
 step done
