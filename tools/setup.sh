@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # clang-14 + libclang-rt-14-dev (its sanitizer and libFuzzer runtimes, only a recommendation of
-# clang-14) + libomp-14-dev (with Archer, for ThreadSanitizer): the sanitizer and fuzz builds; libonnx-dev, libprotobuf-dev, python3-onnx: the
-# ONNX exporter and its checker.
+# clang-14) + libomp-14-dev (with Archer, for ThreadSanitizer): the sanitizer and fuzz builds;
+# libonnx-dev, libprotobuf-dev, python3-onnx: the ONNX exporter and its checker.
 packages=(g++ cmake make libxsimd-dev doctest-dev libstb-dev dataset-fashion-mnist clang-format-14
           clang-14 libclang-rt-14-dev libomp-14-dev libonnx-dev libprotobuf-dev python3-onnx)
 missing=()
