@@ -88,6 +88,20 @@ TEST_CASE("simd::sgemm across cache blocks and thread splits") {
   check_gemm({40, 1100, 21, {.trans_a = true, .alpha = 1.0f, .beta = 1.0f}});
   // transposed B with whole vector squares along K, then a partial strip
   check_gemm({40, 48, 77, {.trans_a = true, .trans_b = true}});
+  // C swept by rows of tiles over several row blocks, K slices and B blocks, with A read in place
+  // (600-float rows) and packed (4 KiB rows), a partial last row tile and a partial last panel
+  for (bool ta : kTrans)
+    for (bool tb : kTrans)
+      check_gemm({203, 1061, 600, {.trans_a = ta, .trans_b = tb, .alpha = 1.0f, .beta = 0.5f}});
+  check_gemm({203, 77, 1024, {.alpha = -1.0f, .beta = 1.0f}});
+}
+
+TEST_CASE("simd::sgemm every row count of the last register tiles") {
+  // 1 .. 33 rows: one partial tile, and the split of the last two tiles, for kMR up to 16
+  for (int64_t m = 1; m <= 33; ++m) {
+    check_gemm({m, 70, 300, {.alpha = 1.0f, .beta = 0.5f}});
+    check_gemm({m, 70, 300, {.trans_a = true, .alpha = 1.0f, .beta = 0.0f}});
+  }
 }
 
 TEST_CASE("simd::sgemm degenerate shapes") {

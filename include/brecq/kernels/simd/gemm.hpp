@@ -4,9 +4,11 @@
 // Structure (Goto/BLIS): for each kNC-wide column block of op(B) and kKC-deep slice of K, op(B) is
 // packed into kNR-wide micro-panels; for each kMC-high row block, op(A) is packed into kMR-high
 // micro-panels (or, when its rows are contiguous along K, read in place through row pointers);
-// a register-tile micro-kernel (kMR x kNR accumulators, xsimd FMAs) then sweeps the block,
-// reusing one B micro-panel from L1 across all A micro-panels (which stream from L2). Operands
-// come from "sources" (MatrixA / MatrixB here; conv adds implicit-im2col ones).
+// a register-tile micro-kernel (kMR x kNR accumulators, xsimd FMAs) then sweeps the block: for a
+// wide packed B block, by rows of tiles, reusing one A micro-panel from L1 across the B block
+// (which streams from L2, prefetched); for a few panels, or B read in place (conv), by columns of
+// tiles, reusing one B micro-panel from L1 while the A block streams from L2. Operands come from
+// "sources" (MatrixA / MatrixB here; conv adds implicit-im2col ones).
 // Edges are zero-padded in the packed panels; partial tiles use a narrower kernel instance and a
 // scalar copy-out, so any M, N, K works. Threads split C into disjoint rectangles (and K, for
 // small C with a long K). A * B^T with a skinny side uses dot-product tiles instead (no packing).
@@ -39,10 +41,13 @@ inline constexpr int kVecRegisters = std::is_base_of_v<xsimd::avx512f, xsimd::de
 inline constexpr int kMR = kVecRegisters >= 32 ? 8 : 6;  // rows of C per register tile
 inline constexpr int kNV = 2;                            // SIMD vectors per register-tile row
 inline constexpr int kNR = kNV * kVec;                   // columns of C per register tile
-inline constexpr int64_t kKC = 256;   // depth of a packed slice (a B micro-panel, kKC x kNR, in L1)
+inline constexpr int64_t kKC = 256;   // depth of a packed slice (micro-panels of it in L1)
 inline constexpr int64_t kMC = 192;   // rows of a packed A block (kMC x kKC in L2)
-inline constexpr int64_t kNC = 1024;  // columns of a packed B block (kKC x kNC, 1 MiB, in L3)
-inline constexpr int64_t kShallowKC = 64;  // slices up to this deep: B block (256 KiB) in L2
+inline constexpr int64_t kNC = 1024;  // columns of a packed B block (kKC x kNC, 1 MiB, in L2)
+inline constexpr int kPrefetchK = 8;  // k steps ahead that the micro-kernel prefetches packed B
+inline constexpr int64_t kShallowKC = 64;      // slices up to this deep sweep C by rows of tiles,
+inline constexpr int64_t kRowSweepPanels = 4;  // as do B blocks this many panels wide or more
+inline constexpr int64_t kRowSweepAFloats = 8192;  // by A blocks above this (32 KiB, not in L1)
 
 inline constexpr int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -135,6 +140,11 @@ inline void micro_tile(int64_t kc, const float* a, const float* const* rows, con
   for (int i = 0; i < M; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = Vec(0.0f);
   for (int64_t k = 0; k < kc; ++k) {
+    // A packed B panel streams from L2 in a row sweep; the L2 prefetcher alone lags behind. (A
+    // prefetch past the panel's end is harmless; edge tiles of few FMAs per step go without.)
+    if constexpr (!BInPlace && 2 * M * NV > kMR * kNV)
+      for (int v = 0; v < NV * kVec; v += 64 / static_cast<int>(sizeof(float)))
+        __builtin_prefetch(b + (k + kPrefetchK) * kNR + v);
     Vec bv[NV];
     for (int v = 0; v < NV; ++v) {
       bv[v] = BInPlace ? Vec::load_unaligned(b + boffs[k] + v * kVec)
@@ -292,14 +302,14 @@ inline void for_row_tiles(int64_t mc, F&& f) {
 /// (columns from j0) into C (mc x nc). A comes packed in pa (micro-panels as for_row_tiles
 /// splits the rows), or in place from a_src. B comes in place when b_rows
 /// (base()[b_offs[k] + j]) is given, A is in place and the panel is full;
-/// otherwise packed in pb (panel p at pb + p * pb_stride), each micro-panel being packed by
-/// pack_b (if given) just before its use, so that the first pass over a B block finds its panel
-/// in L1.
+/// otherwise packed in pb (panel p at pb + p * pb_stride): already (pack_b null), or each
+/// micro-panel by pack_b just before its use, so that the first pass finds its panel in L1.
+/// by_rows: sweep C by rows of tiles (B packed already), else by columns of tiles.
 template <class ASrc, class PackB>
 inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, const float* pa,
                          int64_t i0, float* pb, int64_t pb_stride, const PackB* pack_b,
                          const float* b_rows, const int64_t* b_offs, int64_t k0, int64_t j0,
-                         float* c, int64_t ldc, float alpha, float beta) {
+                         float* c, int64_t ldc, float alpha, float beta, bool by_rows) {
   const bool a_in_place = a_src.in_place();
   const auto b_in_place = [&](int64_t j) { return a_in_place && b_rows && nc - j >= kNR; };
   const auto pack = [&](int64_t j) {  // -> panel j / kNR: [kc][kNR]
@@ -328,10 +338,7 @@ inline void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const ASrc& a_src, 
                                          n);
     }
   };
-  if (!pack_b && kc <= kShallowKC) {
-    // A shallow B block already packed fits in L2, and the C writes outweigh the FMAs: sweep C
-    // by rows of tiles, kMR sequential write streams, instead of a column of tiles at a time
-    // (mc rows, each a page apart).
+  if (by_rows) {
     int64_t t = 0;
     for_row_tiles(mc, [&](int64_t i, int64_t m) {
       for (int64_t j = 0; j < nc; j += kNR) tile(t, i, m, j);
@@ -386,12 +393,14 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
           macro_kernel(mc, nc, kc, a_src, pa, m0 + ic,
                        pack_b.panels + ((n0 + jc) / kNR * pack_b.K + k0 + pc) * kNR, pack_b.K * kNR,
                        &pack_b, nullptr, nullptr, k0 + pc, n0 + jc, c + ic * ldc + jc, ldc, alpha,
-                       beta_pc);
+                       beta_pc, false);
         } else {
-          // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed during the ic == 0 pass
-          // (or read in place through b_offs); whole and row by row first for a few rows of C,
-          // as then each panel is used by few tiles and the read pattern decides, and for rows a
-          // page apart, which panel by panel no prefetcher follows.
+          // op(B)[pc:pc+kc, jc:jc+nc] -> pb: [nc/kNR][kc][kNR], packed in the ic == 0 pass (full
+          // panels read in place through b_offs are not packed): whole and row by row first for
+          // a few rows of C, as then each panel is used by few tiles and the read pattern
+          // decides, and for rows a page apart, which panel by panel no prefetcher follows;
+          // whole and panel by panel first for a wide block (below); otherwise panel by panel,
+          // each just before its first use.
           bool packed = false;
           if constexpr (HasPackBlock<PackB>::value)
             if (ic == 0 && (M <= 4 * kMR || pack_b.rows_pages_apart()) &&
@@ -399,9 +408,26 @@ inline void gemm_serial(int64_t M, int64_t N, int64_t K, const ASrc& a_src, cons
               pack_b.pack_block(k0 + pc, kc, n0 + jc, nc, pb);
               packed = true;
             }
+          // A wide B block (not read in place) against an A block larger than L1 is packed whole
+          // and C swept by rows of tiles: kMR sequential write streams, one A micro-panel in L1
+          // across the B block (in L2), where a column of tiles touches mc rows, each a page
+          // apart, whose lines evict the B panel from L1 when C's rows are a multiple of 4 KiB
+          // long. For a few panels, or an A block in L1, a B panel in L1 across the A block does
+          // better, packed on the fly. A shallow slice, whose C writes outweigh the FMAs, is
+          // swept by rows whenever B is packed.
+          const bool b_in_place = b_rows && a_src.in_place();
+          const bool wide = !b_in_place && kc > kShallowKC && nc >= kRowSweepPanels * kNR &&
+                            std::min(M, kMC) * kc > kRowSweepAFloats;
+          if (ic == 0 && !packed && wide) {
+            for (int64_t j = 0; j < nc; j += kNR)  // -> panel j / kNR: [kc][kNR]
+              pack_b(k0 + pc, kc, n0 + jc + j, std::min<int64_t>(kNR, nc - j),
+                     pb + j / kNR * kc * kNR);
+            packed = true;
+          }
+          const bool by_rows = (ic > 0 || packed) && (wide || kc <= kShallowKC);
           macro_kernel(mc, nc, kc, a_src, pa, m0 + ic, pb, kc * kNR,
                        ic == 0 && !packed ? &pack_b : nullptr, b_rows, b_offs, k0 + pc, n0 + jc,
-                       c + ic * ldc + jc, ldc, alpha, beta_pc);
+                       c + ic * ldc + jc, ldc, alpha, beta_pc, by_rows);
         }
       }
     }
