@@ -105,6 +105,20 @@ inline void emit(const std::string& text, const std::string& path) {
   std::cout << "written to " << path << "\n";
 }
 
+/// The CPU's model name (as lscpu prints it) and the load average when the run started.
+inline std::string machine() {
+  std::ifstream cpu("/proc/cpuinfo"), load("/proc/loadavg");
+  std::string line, model = "unknown CPU", avg;
+  while (std::getline(cpu, line))
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  std::getline(load, avg);
+  return model + ", " + std::to_string(std::thread::hardware_concurrency()) +
+         " logical CPUs; /proc/loadavg at the start: " + avg;
+}
+
 inline std::string fmt(const char* f, double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, f, v);

@@ -79,20 +79,6 @@ double avx2_peak_one_core() {
   return 64.0 * static_cast<double>(kIters / kChains * kChains) / t;
 }
 
-/// The CPU's model name (as lscpu prints it) and the load average when the run started.
-std::string machine() {
-  std::ifstream cpu("/proc/cpuinfo"), load("/proc/loadavg");
-  std::string line, model = "unknown CPU", avg;
-  while (std::getline(cpu, line))
-    if (line.rfind("model name", 0) == 0) {
-      model = line.substr(line.find(':') + 2);
-      break;
-    }
-  std::getline(load, avg);
-  return model + ", " + std::to_string(std::thread::hardware_concurrency()) +
-         " logical CPUs; /proc/loadavg at the start: " + avg;
-}
-
 std::vector<q::Isa> simd_isas() {
   std::vector<q::Isa> out;
   for (q::Isa i : {q::Isa::avx512_vnni, q::Isa::avx2})
@@ -316,8 +302,9 @@ int main(int argc, char** argv) try {
   std::ostringstream os;
   std::string command = "int_inference";
   for (int i = 1; i < argc; ++i) command += std::string(" ") + argv[i];
-  os << "# Integer inference against FP32\n\nCommand: `" << command << "`. Machine: " << machine()
-     << ".\n\nThreads: " << threads << ". Best ISA: " << q::isa_name(q::best_isa())
+  os << "# Integer inference against FP32\n\nCommand: `" << command
+     << "`. Machine: " << bench::machine() << ".\n\nThreads: " << threads
+     << ". Best ISA: " << q::isa_name(q::best_isa())
      << ". Peaks (threads x one core's measured rate of an " << kChains << "-chain loop):\n\n"
      << "- FP32: " << bench::fmt("%.0f", fp_peak) << " GFLOP/s (vfmadd; = cores x 2 FMA pipes x "
      << "16 lanes x 2 flop x clock)\n";

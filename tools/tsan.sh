@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # ThreadSanitizer over the OpenMP kernels and parallel loops: the kernel and tensor tests (GEMM,
 # conv, integer conv, fake quantization, AdaRound, Adam, L_p, parallel_for, all compared over 1..N
-# threads) built with clang 14 -fsanitize=thread and run on 2 threads with LLVM's OpenMP runtime
+# threads), the ops tests (the parallel elementwise, pooling and normalisation loops), the
+# quantizer, quantized-model and reconstruction tests (BRECQ's loops: unit caches, training
+# passes, checkpoints) and the integer runtime's executor tests, built with clang 14 -fsanitize=thread and run on 2 threads with LLVM's OpenMP runtime
 # and its Archer tool, which tells ThreadSanitizer about OpenMP's synchronisation (without it
 # every parallel region reports the runtime's own internals). Any report fails.
 #
@@ -12,7 +14,9 @@ dir=${1:-build-tsan}
 mkdir -p "$dir"
 unity=$dir/tsan_tests.cpp
 : > "$unity"
-for f in tests/kernels/*.cpp tests/kernels/int/*.cpp tests/tensor/*.cpp; do
+for f in tests/kernels/*.cpp tests/kernels/int/*.cpp tests/tensor/*.cpp tests/ops/*.cpp \
+  tests/quant/test_quantizer.cpp tests/quant/test_qmodel.cpp tests/quant/test_reconstructor.cpp \
+  tests/runtime/test_executor.cpp; do
   echo "#include \"$PWD/$f\"" >> "$unity"
 done
 clang++-14 -std=c++20 -O1 -g -march=native -fopenmp -fsanitize=thread -fno-omit-frame-pointer \

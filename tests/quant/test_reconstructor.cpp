@@ -380,3 +380,47 @@ TEST_CASE("progress goes to the sink given in the settings, one finished report 
     CHECK(finished[i].find(rep.units[i].unit) != std::string::npos);
   }
 }
+
+TEST_CASE("unit caches in memory-mapped files give the same result as in memory") {
+  const Tensor calib = calibration();
+  const std::string dir = temp_path("unit_cache");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  for (const Recipe recipe : {Recipe::brecq, Recipe::qdrop}) {
+    CAPTURE(static_cast<int>(recipe));
+    ReconstructionSettings s = short_settings();
+    s.recipe = recipe;
+    s.qdrop = recipe == Recipe::qdrop ? 0.5f : 0.0f;
+    s.loss = ReconLoss::fisher;  // the Fisher weights are cached too
+    QuantModel in_memory(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+    run_brecq("block", in_memory, calib, s);
+    s.cache_dir = dir;
+    QuantModel mapped(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+    run_brecq("block", mapped, calib, s);
+    check_same_quantized(in_memory, mapped);
+  }
+  CHECK(std::filesystem::is_empty(dir));  // the temporary files are unlinked at creation
+  std::filesystem::remove_all(dir);
+
+  ReconstructionSettings missing = short_settings();
+  missing.cache_dir = dir;
+  QuantModel qm(test::tiny_resnet(), {.w_bits = 2, .a_bits = 4});
+  CHECK_THROWS_WITH_AS(run_brecq("block", qm, calib, missing),
+                       doctest::Contains("activation cache folder: expected an existing folder"),
+                       Error);
+}
+
+TEST_CASE("RowStack refuses batches that do not fit and an unfilled result") {
+  quant::detail::RowStack rows(3, "");
+  rows.push(Tensor::full(Shape{2, 4}, 1.0f));
+  CHECK_THROWS_WITH_AS(rows.push(Tensor::full(Shape{1, 5}, 1.0f)),
+                       doctest::Contains("does not fit"), Error);
+  CHECK_THROWS_WITH_AS(rows.push(Tensor::full(Shape{2, 4}, 1.0f)),
+                       doctest::Contains("does not fit"), Error);
+  CHECK_THROWS_WITH_AS(rows.take(), doctest::Contains("2 of 3 rows filled"), Error);
+  rows.push(Tensor::full(Shape{1, 4}, 2.0f));
+  const Tensor t = rows.take();
+  CHECK(t.shape() == Shape{3, 4});
+  CHECK(t.data<float>()[7] == 1.0f);
+  CHECK(t.data<float>()[8] == 2.0f);
+}

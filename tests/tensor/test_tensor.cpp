@@ -206,3 +206,23 @@ TEST_CASE("parallel_for covers a range exactly once for any thread count") {
   }
   set_num_threads(saved);
 }
+
+TEST_CASE("file-backed tensors: a mapped, unlinked temporary file; a bad folder is named") {
+  const std::string dir = brecq::test::temp_path("file_backed");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    Tensor t = Tensor::empty(Shape{3, 1000}, FileBacked{dir});
+    CHECK(t.impl().storage->file_backed());
+    CHECK(reinterpret_cast<uintptr_t>(t.raw_data()) % Storage::alignment == 0);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = static_cast<float>(i);
+    const Tensor view = t.narrow(0, 2, 1).contiguous();
+    CHECK(view.data<float>()[0] == 2000.0f);
+    CHECK(std::filesystem::is_empty(dir));  // nothing to leave behind, even if killed
+    CHECK(!Tensor::empty(Shape{4}).impl().storage->file_backed());
+  }
+  std::filesystem::remove_all(dir);
+  const std::string message = "cannot create a temporary file in '" + dir + "'";
+  CHECK_THROWS_WITH_AS(Tensor::empty(Shape{4}, FileBacked{dir}), doctest::Contains(message.c_str()),
+                       Error);
+}

@@ -6,6 +6,7 @@
 // sizes unit by unit with the weights fixed. The qdrop recipe learns both in one pass per unit.
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -60,6 +61,8 @@ struct ReconstructionSettings {
                                      ///< (official: from the FP model)
   int64_t act_init_images = 64;      ///< calibration images for activation range init
   uint64_t seed = 1029;
+  std::string cache_dir{};  ///< "": each unit's cached inputs and targets in memory; else in
+                            ///< memory-mapped temporary files there (when they do not fit)
   ProgressSink progress = terminal_progress();  ///< where progress goes; {} = nowhere
 };
 
@@ -73,6 +76,8 @@ inline void validate(const ReconstructionSettings& s) {
   check(s.recipe == Recipe::brecq || s.qdrop > 0,
         "qdrop recipe: drop probability expected in (0, 1), got ", s.qdrop);
   check(s.act_init_images >= 1, "activation init images: expected >= 1, got ", s.act_init_images);
+  check(s.cache_dir.empty() || std::filesystem::is_directory(s.cache_dir),
+        "activation cache folder: expected an existing folder, got '", s.cache_dir, "'");
 }
 
 /// Where a unit's input comes from while its rounding is learned: the quantized model (the
@@ -121,19 +126,45 @@ inline std::vector<int64_t> sample_indices(Rng& rng, int64_t n, int64_t k,
   return std::vector<int64_t>(perm.begin(), perm.begin() + k);
 }
 
+/// A [rows, ...] tensor filled batch by batch, allocated when the first batch arrives (in
+/// memory, or file-backed under `dir`), so that the batches are never all held beside it.
+class RowStack {
+ public:
+  RowStack(int64_t rows, std::string dir) : rows_(rows), dir_(std::move(dir)) {}
+
+  void push(const Tensor& batch) {
+    if (!out_.defined()) {
+      std::vector<int64_t> dims = batch.shape().dims();
+      dims[0] = rows_;
+      out_ = dir_.empty() ? Tensor::empty(Shape(dims)) : Tensor::empty(Shape(dims), {dir_});
+    }
+    check(
+        rows_done_ + batch.dim(0) <= rows_ && batch.numel() * rows_ == out_.numel() * batch.dim(0),
+        "RowStack: batch ", batch.shape(), " does not fit ", out_.shape(), " after ", rows_done_,
+        " rows");
+    std::memcpy(out_.raw_data() + static_cast<size_t>(rows_done_) * (out_.nbytes() / rows_),
+                batch.contiguous().raw_data(), batch.nbytes());
+    rows_done_ += batch.dim(0);
+  }
+
+  Tensor take() {
+    check(rows_done_ == rows_, "RowStack: ", rows_done_, " of ", rows_, " rows filled");
+    return std::move(out_);
+  }
+
+ private:
+  int64_t rows_, rows_done_ = 0;
+  std::string dir_;
+  Tensor out_;
+};
+
 /// Stacks [n_i, ...] batches into one [sum n_i, ...] tensor.
 inline Tensor stack_batches(const std::vector<Tensor>& parts) {
-  std::vector<int64_t> dims = parts.front().shape().dims();
   int64_t n = 0;
   for (const Tensor& t : parts) n += t.dim(0);
-  dims[0] = n;
-  Tensor out = Tensor::empty(Shape(dims));
-  size_t at = 0;
-  for (const Tensor& t : parts) {
-    std::memcpy(out.raw_data() + at, t.contiguous().raw_data(), t.nbytes());
-    at += t.nbytes();
-  }
-  return out;
+  RowStack out(n, "");
+  for (const Tensor& t : parts) out.push(t);
+  return out.take();
 }
 
 }  // namespace detail
@@ -349,20 +380,19 @@ class Reconstructor {
     if (s_.loss == ReconLoss::fisher) c.fisher = fisher_weights(u, L);
     NoGrad ng;
     const int64_t N = calib_.dim(0), chunk = 128;
-    std::vector<Tensor> ins, outs, fp_ins;
+    detail::RowStack ins(N, s_.cache_dir), outs(N, s_.cache_dir), fp_ins(N, s_.cache_dir);
     const nn::ForwardHooks fp = qm_.hooks(ForwardMode::fp());
     const nn::ForwardHooks quantized = qm_.hooks({.activations = L.act});
     for (int64_t b = 0; b < N; b += chunk) {
       Tensor x = calib_.narrow(0, b, std::min(chunk, N - b));
       auto [fp_in, fp_out] = u.io(qm_.model, x, fp);
-      outs.push_back(fp_out);
-      if (L.mix_inputs) fp_ins.push_back(fp_in);
-      ins.push_back(L.quantized_input || L.mix_inputs ? u.io(qm_.model, x, quantized).first
-                                                      : fp_in);
+      outs.push(fp_out);
+      if (L.mix_inputs) fp_ins.push(fp_in);
+      ins.push(L.quantized_input || L.mix_inputs ? u.io(qm_.model, x, quantized).first : fp_in);
     }
-    c.inputs = detail::stack_batches(ins);
-    c.targets = detail::stack_batches(outs);
-    if (L.mix_inputs) c.fp_inputs = detail::stack_batches(fp_ins);
+    c.inputs = ins.take();
+    c.targets = outs.take();
+    if (L.mix_inputs) c.fp_inputs = fp_ins.take();
     return c;
   }
 
@@ -382,7 +412,7 @@ class Reconstructor {
     for (const nn::Layer* l : u.layers) m.last_layer = std::max(m.last_layer, l->id);
     for (int p : u.points) m.last_point = std::max(m.last_point, p);
     const nn::ForwardHooks h = qm_.hooks(m);
-    std::vector<Tensor> grads;
+    detail::RowStack grads(N, s_.cache_dir);
     for (int64_t b = 0; b < N; b += chunk) {
       const int64_t n = std::min(chunk, N - b);
       Tensor leaf;
@@ -393,9 +423,9 @@ class Reconstructor {
             return leaf;
           });
       backward(kl_div(logits, fp_logits_.narrow(0, b, n)));
-      grads.push_back(abs(leaf.grad()) + 1.0f);
+      grads.push(abs(leaf.grad()) + 1.0f);
     }
-    return detail::stack_batches(grads);
+    return grads.take();
   }
 
   /// Reconstruction loss in mode m on up to 256 cached samples (no gradient).

@@ -1,4 +1,9 @@
 #pragma once
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -6,7 +11,10 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
+
+#include "brecq/config.hpp"
 
 namespace brecq {
 
@@ -64,6 +72,11 @@ class BufferCache {
 
 }  // namespace detail
 
+/// Where a file-backed Storage keeps its bytes: a temporary file in `dir`.
+struct FileBacked {
+  std::string dir;
+};
+
 /// 64-byte aligned, uninitialised byte buffer shared by a tensor and its views.
 class Storage {
  public:
@@ -78,8 +91,36 @@ class Storage {
     if (!data_) data_ = static_cast<std::byte*>(std::aligned_alloc(alignment, rounded_));
     if (!data_) throw std::bad_alloc();
   }
+  /// A buffer in a memory-mapped temporary file under where.dir: its pages may be written back to
+  /// the file and dropped under memory pressure, so that data larger than the memory still fits.
+  /// The file is unlinked at once (nothing is left behind, even after kill -9), and its disk
+  /// space reserved, so that a full disk is an error here rather than a SIGBUS on first write.
+  Storage(std::size_t bytes, const FileBacked& where) : bytes_(bytes), mapped_(true) {
+    rounded_ = bytes == 0 ? alignment : (bytes + 4095) / 4096 * 4096;
+    std::string path = where.dir + "/brecq-cache-XXXXXX";
+    const int fd = ::mkstemp(path.data());
+    if (fd < 0)
+      fail("file-backed buffer: cannot create a temporary file in '", where.dir,
+           "': ", std::strerror(errno));
+    ::unlink(path.c_str());
+    const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(rounded_));
+    if (err != 0) {
+      ::close(fd);
+      fail("file-backed buffer: cannot reserve ", rounded_, " bytes in '", where.dir,
+           "': ", std::strerror(err));
+    }
+    void* p = ::mmap(nullptr, rounded_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    const int map_errno = errno;
+    ::close(fd);  // the mapping keeps the file
+    if (p == MAP_FAILED)
+      fail("file-backed buffer: cannot map ", rounded_, " bytes in '", where.dir,
+           "': ", std::strerror(map_errno));
+    data_ = static_cast<std::byte*>(p);
+  }
   ~Storage() {
-    if (cached()) {
+    if (mapped_) {
+      ::munmap(data_, rounded_);
+    } else if (cached()) {
       detail::BufferCache::instance().give(data_, rounded_);
     } else {
       std::free(data_);
@@ -91,6 +132,7 @@ class Storage {
   std::byte* data() { return data_; }
   const std::byte* data() const { return data_; }
   std::size_t bytes() const { return bytes_; }
+  bool file_backed() const { return mapped_; }
 
  private:
   bool cached() const { return rounded_ > detail::BufferCache::kMinBytes; }
@@ -98,6 +140,7 @@ class Storage {
   std::byte* data_ = nullptr;
   std::size_t bytes_ = 0;
   std::size_t rounded_ = 0;
+  bool mapped_ = false;
 };
 
 }  // namespace brecq

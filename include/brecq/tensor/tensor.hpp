@@ -67,13 +67,13 @@ class Tensor {
 
   // ---- construction -------------------------------------------------------------------------
   static Tensor empty(Shape shape, DType dtype = DType::f32) {
-    auto impl = std::make_shared<TensorImpl>();
-    impl->storage =
-        std::make_shared<Storage>(static_cast<size_t>(shape.numel()) * dtype_size(dtype));
-    impl->strides = shape.contiguous_strides();
-    impl->shape = std::move(shape);
-    impl->dtype = dtype;
-    return Tensor(std::move(impl));
+    const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+    return on_storage(std::make_shared<Storage>(bytes), std::move(shape), dtype);
+  }
+  /// An uninitialised tensor in a memory-mapped temporary file under where.dir (see Storage).
+  static Tensor empty(Shape shape, const FileBacked& where, DType dtype = DType::f32) {
+    const size_t bytes = static_cast<size_t>(shape.numel()) * dtype_size(dtype);
+    return on_storage(std::make_shared<Storage>(bytes, where), std::move(shape), dtype);
   }
   static Tensor zeros(Shape shape, DType dtype = DType::f32) {
     Tensor t = empty(std::move(shape), dtype);
@@ -253,6 +253,15 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
 
  private:
+  static Tensor on_storage(std::shared_ptr<Storage> storage, Shape shape, DType dtype) {
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = std::move(storage);
+    impl->strides = shape.contiguous_strides();
+    impl->shape = std::move(shape);
+    impl->dtype = dtype;
+    return Tensor(std::move(impl));
+  }
+
   std::shared_ptr<TensorImpl> impl_;
 };
 
