@@ -29,6 +29,8 @@
 #include "brecq/quant/calibrate.hpp"
 #include "brecq/quant/compare.hpp"
 #include "brecq/quant/observer.hpp"
+#include "brecq/quant/qat.hpp"
+#include "brecq/quant/tune.hpp"
 #include "brecq/tensor/parallel.hpp"
 #include "brecq/tensor/rng.hpp"
 #include "brecq/tensor/tensor.hpp"

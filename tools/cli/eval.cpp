@@ -61,9 +61,12 @@ int run(const std::vector<std::string>& argv) {
   const int64_t limit = args.get_int("--limit", 0);
   std::optional<quant::QuantModel> qm;
   nn::Model model;
+  std::string method;  // what made a quantized file, as it records it (metadata "method")
   if (quantized) {
     qm.emplace(quant::load_quantized(weights));
     model = qm->model;
+    const SafetensorsFile file(weights);
+    if (auto it = file.metadata().find("method"); it != file.metadata().end()) method = it->second;
   } else {
     model = driver::load_model(args.get_choice("--model", nn::model_names()), weights,
                                args.has("--num-classes") ? args.get_int("--num-classes", 1) : 0)
@@ -96,15 +99,17 @@ int run(const std::vector<std::string>& argv) {
     std::printf(
         "{\"model\": %s, \"weights\": %s, \"data\": %s, \"preprocess\": %s, \"num_classes\": %lld, "
         "\"images\": %lld, \"top1\": %.2f, \"top5\": %.2f, \"top1_correct\": %lld, "
-        "\"top5_correct\": %lld, \"seconds\": %.3f, \"forward_seconds\": %.3f}\n",
+        "\"top5_correct\": %lld, \"seconds\": %.3f, \"forward_seconds\": %.3f%s}\n",
         cli::json_quote(model_name).c_str(), cli::json_quote(weights).c_str(),
         cli::json_quote(data).c_str(), cli::json_quote(preprocess).c_str(),
         static_cast<long long>(num_classes), static_cast<long long>(acc.images), top1, top5,
         static_cast<long long>(acc.top1), static_cast<long long>(acc.top5), acc.seconds,
-        forward_seconds);
+        forward_seconds,
+        method.empty() ? "" : (", \"method\": " + cli::json_quote(method)).c_str());
   } else {
     std::printf("model       %s (%lld classes), weights %s\n", model_name.c_str(),
                 static_cast<long long>(num_classes), weights.c_str());
+    if (!method.empty()) std::printf("method      %s\n", method.c_str());
     std::printf("data        %s (%s, preprocess %s)\n", data.c_str(), layout.c_str(),
                 preprocess.c_str());
     std::printf("images      %lld\n", static_cast<long long>(acc.images));

@@ -17,6 +17,14 @@ namespace {
 
 using namespace brecq;
 
+/// The name of the method a granularity and recipe make: layer-wise reconstruction with the
+/// faithful (brecq) recipe is AdaRound as the BRECQ paper's layer-wise baseline.
+std::string method_name(const std::string& granularity, quant::Recipe recipe) {
+  if (recipe == quant::Recipe::qdrop) return "QDrop (Wei et al. 2022), " + granularity + "-wise";
+  if (granularity == "layer") return "layer-wise AdaRound (Nagel et al. 2020)";
+  return "BRECQ (Li et al. 2021), " + granularity + "-wise";
+}
+
 int run(const std::vector<std::string>& argv) {
   quant::ReconstructionSettings d;  // official defaults shown in the usage
   cli::Args args(
@@ -53,6 +61,11 @@ int run(const std::vector<std::string>& argv) {
                 "bits of the input image's quantizer (with --a-bits), 0 for an FP input (official "
                 "code)",
             .default_value = "8"},
+           {.name = "--method",
+            .value_name = "brecq|adaround",
+            .help = "adaround: layer-wise AdaRound (Nagel et al. 2020), i.e. --granularity layer "
+                    "with the\nbrecq recipe",
+            .default_value = "brecq"},
            {.name = "--granularity",
             .value_name = "layer|block|stage|network",
             .help = "reconstruction unit",
@@ -110,6 +123,10 @@ int run(const std::vector<std::string>& argv) {
                     "weights and\n"
                     "bits): skip the weight pass and run the activation part only (brecq recipe)"},
            {.name = "--seed", .value_name = "N", .help = "random seed", .default_value = "1029"},
+           {.name = "--cache-dir",
+            .value_name = "DIR",
+            .help = "keep each unit's cached inputs and targets in memory-mapped temporary files "
+                    "here\n(for calibration sets whose activations do not fit in memory)"},
            {.name = "--preprocess",
             .value_name = "imagenet|cifar|auto",
             .help = "input preset",
@@ -125,14 +142,25 @@ int run(const std::vector<std::string>& argv) {
   const std::string calib_dir = args.get_dir("--calib");
   const std::string out = args.get_output("--out");
   quant::QuantSettings qs = cli::quant_bits(args);
+  const bool adaround = args.get_choice("--method", {"brecq", "adaround"}) == "adaround";
+  if (adaround && args.has("--granularity") && args.get("--granularity") != "layer")
+    args.fail(
+        "flag --method adaround is layer-wise: it expects --granularity layer or none, got '" +
+        args.get("--granularity") + "'");
+  if (adaround && args.has("--recipe") && args.get("--recipe") != "brecq")
+    args.fail(
+        "flag --method adaround uses the brecq recipe: it expects --recipe brecq or none, "
+        "got '" +
+        args.get("--recipe") + "'");
   const std::string granularity =
-      args.get_choice("--granularity", {"layer", "block", "stage", "network"});
+      adaround ? "layer" : args.get_choice("--granularity", {"layer", "block", "stage", "network"});
   quant::ReconstructionSettings s;
   s.loss = quant::parse_recon_loss(args.get_choice("--loss", {"mse", "fisher"}));
   s.iters_w = args.get_int("--iters-w", 0);
   s.iters_a = args.get_int("--iters-a", 0);
   s.batch = args.get_int("--batch", 1);
   s.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
+  if (args.has("--cache-dir")) s.cache_dir = args.get_dir("--cache-dir");
   s.act_input_quantized = args.get_choice("--act-input", {"fp", "quantized"}) == "quantized";
   if (args.has("--no-progress")) s.progress = nullptr;
   s.lambda = args.get_float("--lambda", 0.0f, 1e3f);
@@ -187,6 +215,8 @@ int run(const std::vector<std::string>& argv) {
     key << " rounding_from=" << std::filesystem::absolute(rounding_from).string()
         << " bytes=" << std::filesystem::file_size(rounding_from);
   std::printf("brecq quantize: %s\n", key.str().c_str());
+  const std::string method = method_name(granularity, s.recipe);
+  std::printf("  method: %s\n", method.c_str());
   if (s.recipe == quant::Recipe::qdrop)
     std::printf(
         "  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr "
@@ -252,7 +282,7 @@ int run(const std::vector<std::string>& argv) {
     std::printf("conv biases on the int32 accumulator grid: largest change %.3g\n",
                 quant::snap_biases(qm));
   }
-  quant::save_quantized(qm, fp.options, out, {{"settings", key.str()}});
+  quant::save_quantized(qm, fp.options, out, {{"settings", key.str()}, {"method", method}});
   std::printf("wrote %s\n", out.c_str());
   report(qs.a_bits ? "BRECQ (W+A)" : "BRECQ (W)", driver::quantized_forward(qm));
   return 0;

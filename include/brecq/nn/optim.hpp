@@ -68,6 +68,9 @@ class Sgd : public Optimizer {
       }
     }
   }
+  /// Momentum buffers, in parameter order (undefined before a parameter's first step), for saving
+  /// and resuming optimizer state.
+  std::vector<Tensor>& momentum_buffers() { return buf_; }
 
  private:
   SgdParams p_;
