@@ -16,6 +16,7 @@
 #include "args.hpp"
 #include "brecq/driver/driver.hpp"
 #include "brecq/quant/serialize.hpp"
+#include "quant_flags.hpp"
 
 namespace {
 
@@ -95,11 +96,8 @@ int run(const std::vector<std::string>& argv) {
             .value_name = "N",
             .help = "image shuffle and reference seed",
             .default_value = "1029"},
-           {.name = "--preprocess",
-            .value_name = "imagenet|cifar|auto",
-            .help = "input preset",
-            .default_value = "auto"},
-           {.name = "--no-progress", .help = "no progress bars"}}));
+           cli::preprocess_flag(),
+           cli::no_progress_flag()}));
   if (!args.parse(argv)) return 0;
 
   const std::string model_name = args.get_choice("--model", nn::model_names());
@@ -129,8 +127,7 @@ int run(const std::vector<std::string>& argv) {
     args.fail("flag --out evaluates the file it writes on held-out images: it needs --images >= 1");
   const bool progress = !args.has("--no-progress");
   if (progress) p.progress = quant::terminal_progress();
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
 
   const driver::LoadedModel fp = driver::load_model(model_name, weights);
   const LabeledImages calib_set(calib_dir, pre);

@@ -23,7 +23,8 @@ namespace {
 using namespace brecq;
 
 std::vector<cli::Flag> flags() {
-  std::vector<cli::Flag> f = cli::fp_model_flags(
+  std::vector<cli::Flag> f = cli::fp_model_flags(cli::bit_flags(
+      8, 8,
       {{.name = "--method",
         .value_name = "minmax|ema|percentile|mse|kl|datafree",
         .help = "activation ranges: an observer over the calibration images, or datafree (the "
@@ -33,19 +34,6 @@ std::vector<cli::Flag> flags() {
         .value_name = "FILE",
         .help = "quantized model output (safetensors)",
         .required = true},
-       {.name = "--w-bits", .value_name = "N", .help = "weight bits, 2..8", .default_value = "8"},
-       {.name = "--a-bits",
-        .value_name = "N",
-        .help = "activation bits, 2..8, or 0 for weight-only",
-        .default_value = "8"},
-       {.name = "--first-last-bits",
-        .value_name = "N",
-        .help = "bits of the first conv and last FC (and the stem's output)",
-        .default_value = "8"},
-       {.name = "--input-bits",
-        .value_name = "N",
-        .help = "bits of the input image's quantizer (min-max; with --a-bits), 0 for an FP input",
-        .default_value = "8"},
        {.name = "--per-channel-weights",
         .value_name = "on|off",
         .help = "one weight range per output channel, or one per layer",
@@ -85,12 +73,9 @@ std::vector<cli::Flag> flags() {
         .value_name = "N",
         .help = "calibration image shuffle",
         .default_value = "1029"},
-       {.name = "--preprocess",
-        .value_name = "imagenet|cifar|auto",
-        .help = "input preset",
-        .default_value = "auto"},
+       cli::preprocess_flag(),
        {.name = "--data", .value_name = "DIR", .help = "evaluate the result here"},
-       {.name = "--no-progress", .help = "no progress bars"}});
+       cli::no_progress_flag()}));
   for (cli::Flag& x : f)
     if (x.name == "--calib") {
       x.required = false;
@@ -134,8 +119,7 @@ int run(const std::vector<std::string>& argv) {
   const int64_t calib_size = args.get_int("--calib-size", 1);
   const int64_t batch = args.get_int("--batch", 1);
   const uint64_t seed = static_cast<uint64_t>(args.get_int("--seed", 0));
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
 
   std::ostringstream key;
   key << "calibrate method=" << method << " model=" << model_name

@@ -12,6 +12,7 @@
 #include "args.hpp"
 #include "brecq/driver/driver.hpp"
 #include "brecq/quant/serialize.hpp"
+#include "quant_flags.hpp"
 
 namespace {
 
@@ -40,10 +41,7 @@ int run(const std::vector<std::string>& argv) {
         .value_name = "N",
         .help = "evaluate only the first N images (0 = all)",
         .default_value = "0"},
-       {.name = "--preprocess",
-        .value_name = "imagenet|cifar|auto",
-        .help = "input preset; auto = the model's own (cifar for *_cifar models)",
-        .default_value = "auto"},
+       cli::preprocess_flag(),
        {.name = "--num-classes",
         .value_name = "N",
         .help = "classifier outputs (default: read from the weights file)"},

@@ -19,6 +19,7 @@
 #include "brecq/nn/load.hpp"
 #include "brecq/nn/models.hpp"
 #include "brecq/quant/serialize.hpp"
+#include "quant_flags.hpp"
 #ifdef BRECQ_WITH_ONNX
 #include "../onnx/onnx_export.hpp"
 #endif
@@ -128,10 +129,7 @@ int run(const std::vector<std::string>& argv) {
         .value_name = "N",
         .help = "images per forward pass for the reference logits",
         .default_value = "100"},
-       {.name = "--preprocess",
-        .value_name = "imagenet|cifar|auto",
-        .help = "input preset of the reference data; auto = the model's own",
-        .default_value = "auto"}});
+       cli::preprocess_flag("input preset of the reference data; auto = the model's own")});
   if (!args.parse(argv)) return 0;
   args.get_choice("--format", {"onnx"});
   const bool quantized = args.has("--quantized");

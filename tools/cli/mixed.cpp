@@ -11,6 +11,7 @@
 #include "args.hpp"
 #include "brecq/driver/driver.hpp"
 #include "brecq/mixed/allocation.hpp"
+#include "quant_flags.hpp"
 
 namespace {
 
@@ -109,11 +110,8 @@ int run(const std::vector<std::string>& argv) {
            {.name = "--cache",
             .value_name = "FILE",
             .help = "sensitivity cache (default: OUT.sensitivity.json)"},
-           {.name = "--preprocess",
-            .value_name = "imagenet|cifar|auto",
-            .help = "input preset",
-            .default_value = "auto"},
-           {.name = "--no-progress", .help = "no progress bars"}}));
+           cli::preprocess_flag(),
+           cli::no_progress_flag()}));
   if (!args.parse(argv)) return 0;
   const std::string model_name = args.get_choice("--model", nn::model_names());
   const std::string weights = args.get_file("--weights");
@@ -140,8 +138,7 @@ int run(const std::vector<std::string>& argv) {
       .generations = static_cast<int>(args.get_int("--generations", 0, 1000000)),
       .seed = seed};
   const std::string cache = args.has("--cache") ? args.get("--cache") : out + ".sensitivity.json";
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
 
   const driver::LoadedModel fp = driver::load_model(model_name, weights);
   const Batch calib = load_image_folder(

@@ -31,7 +31,8 @@ std::string number(double x) {
 
 std::vector<cli::Flag> flags() {
   const quant::QatSettings d;
-  std::vector<cli::Flag> f = cli::fp_model_flags(
+  std::vector<cli::Flag> f = cli::fp_model_flags(cli::bit_flags(
+      4, 4,
       {{.name = "--train",
         .value_name = "DIR",
         .help = "labelled training folder (root/<class>/<image>, labels from the sorted class "
@@ -40,19 +41,6 @@ std::vector<cli::Flag> flags() {
         .value_name = "FILE",
         .help = "quantized model output (safetensors)",
         .required = true},
-       {.name = "--w-bits", .value_name = "N", .help = "weight bits, 2..8", .default_value = "4"},
-       {.name = "--a-bits",
-        .value_name = "N",
-        .help = "activation bits, 2..8, or 0 for weight-only",
-        .default_value = "4"},
-       {.name = "--first-last-bits",
-        .value_name = "N",
-        .help = "bits of the first conv and last FC (and the stem's output)",
-        .default_value = "8"},
-       {.name = "--input-bits",
-        .value_name = "N",
-        .help = "bits of the input image's quantizer (min-max; with --a-bits), 0 for an FP input",
-        .default_value = "8"},
        {.name = "--epochs",
         .value_name = "N",
         .help = "passes over the training images",
@@ -113,12 +101,9 @@ std::vector<cli::Flag> flags() {
         .value_name = "N",
         .help = "image choice, shuffles and augmentation",
         .default_value = "1029"},
-       {.name = "--preprocess",
-        .value_name = "imagenet|cifar|auto",
-        .help = "input preset",
-        .default_value = "auto"},
+       cli::preprocess_flag(),
        {.name = "--data", .value_name = "DIR", .help = "evaluate the start and the result here"},
-       {.name = "--no-progress", .help = "no progress bars"}});
+       cli::no_progress_flag()}));
   for (cli::Flag& x : f)
     if (x.name == "--calib") {
       x.required = false;
@@ -179,8 +164,7 @@ int run(const std::vector<std::string>& argv) {
   s.act_init_images = args.get_int("--act-init-images", 1);
   s.seed = static_cast<uint64_t>(args.get_int("--seed", 0));
   if (args.has("--no-progress")) s.progress = nullptr;
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
 
   const ImageFolder folder(dir, pre);
   const int64_t n = labelled ? (train_size > 0 ? train_size : folder.size()) : calib_size;

@@ -1,9 +1,54 @@
 #pragma once
-// What the programs that quantize (quantize, calibrate) read alike from their flags.
+// Flags several programs share: the bit-widths of the programs that quantize, the input preset
+// and the progress switch.
+#include <string>
+#include <vector>
+
 #include "args.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/qmodel.hpp"
 
 namespace brecq::cli {
+
+/// --w-bits, --a-bits, --first-last-bits and --input-bits (read by quant_bits), with this
+/// program's defaults for the first two, then `own`.
+inline std::vector<Flag> bit_flags(int w_bits, int a_bits, std::vector<Flag> own) {
+  std::vector<Flag> out{
+      {.name = "--w-bits",
+       .value_name = "N",
+       .help = "weight bits, 2..8",
+       .default_value = std::to_string(w_bits)},
+      {.name = "--a-bits",
+       .value_name = "N",
+       .help = "activation bits, 2..8, or 0 for weight-only",
+       .default_value = std::to_string(a_bits)},
+      {.name = "--first-last-bits",
+       .value_name = "N",
+       .help = "bits of the first conv and last FC (and the stem's output)",
+       .default_value = "8"},
+      {.name = "--input-bits",
+       .value_name = "N",
+       .help = "bits of the input image's quantizer (min-max; with --a-bits), 0 for an FP input",
+       .default_value = "8"}};
+  out.insert(out.end(), std::make_move_iterator(own.begin()), std::make_move_iterator(own.end()));
+  return out;
+}
+
+/// --preprocess, read by image_preprocess.
+inline Flag preprocess_flag(const std::string& help = "input preset; auto = the model's own") {
+  return {.name = "--preprocess",
+          .value_name = "imagenet|cifar|auto",
+          .help = help,
+          .default_value = "auto"};
+}
+
+/// The input preset --preprocess names, auto resolved for model_name.
+inline ImagePreprocess image_preprocess(const Args& args, const std::string& model_name) {
+  return driver::preprocess_for(args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}),
+                                model_name);
+}
+
+inline Flag no_progress_flag() { return {.name = "--no-progress", .help = "no progress bars"}; }
 
 /// The bit-widths of --w-bits, --a-bits (0: weights only), --first-last-bits and --input-bits
 /// (0: FP input), checked.

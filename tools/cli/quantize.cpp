@@ -127,14 +127,11 @@ int run(const std::vector<std::string>& argv) {
             .value_name = "DIR",
             .help = "keep each unit's cached inputs and targets in memory-mapped temporary files "
                     "here\n(for calibration sets whose activations do not fit in memory)"},
-           {.name = "--preprocess",
-            .value_name = "imagenet|cifar|auto",
-            .help = "input preset",
-            .default_value = "auto"},
+           cli::preprocess_flag(),
            {.name = "--data",
             .value_name = "DIR",
             .help = "evaluate FP, nearest rounding and the result here"},
-           {.name = "--no-progress", .help = "no progress bars"}}));
+           cli::no_progress_flag()}));
   if (!args.parse(argv)) return 0;
 
   const std::string model_name = args.get_choice("--model", nn::model_names());
@@ -184,8 +181,7 @@ int run(const std::vector<std::string>& argv) {
     args.fail(
         "flag --rounding-from reruns the activation part: it needs --a-bits 2..8 and --recipe "
         "brecq");
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
   const driver::LoadedModel fp = driver::load_model(model_name, weights);
   const nn::Model& model = fp.model;
   const std::string bits_config = args.has("--bits-config") ? args.get_file("--bits-config") : "";

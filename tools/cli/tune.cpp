@@ -17,6 +17,7 @@
 
 #include "args.hpp"
 #include "brecq/driver/driver.hpp"
+#include "quant_flags.hpp"
 
 // A named namespace (not an anonymous one): tests/quant/test_tune.cpp includes this file beside
 // quantize.cpp to drive both subcommands.
@@ -106,10 +107,7 @@ inline std::vector<Flag> flags() {
         .value_name = "K",
         .help = "datafree method: ranges are BatchNorm mean +- K std",
         .default_value = "3"},
-       {.name = "--preprocess",
-        .value_name = "imagenet|cifar|auto",
-        .help = "input preset",
-        .default_value = "auto"}});
+       cli::preprocess_flag()});
 }
 
 /// The comma-separated items of flag `name`, each one of `choices` (if not empty), none twice.
@@ -225,8 +223,7 @@ inline int run(const std::vector<std::string>& argv) {
   p.observer.momentum = args.get_float("--momentum", 0.0f, 0.999999f);
   p.observer.lp = args.get_float("--lp", 0.1f, 10.0f);
   p.bn_k = args.get_float("--bn-k", 0.1f, 100.0f);
-  const ImagePreprocess pre = driver::preprocess_for(
-      args.get_choice("--preprocess", {"imagenet", "cifar", "auto"}), model_name);
+  const ImagePreprocess pre = cli::image_preprocess(args, model_name);
   quant::ActivationRange in{INFINITY, -INFINITY};  // datafree: the image's range, known
   for (size_t c = 0; c < pre.mean.size(); ++c) {
     in.lo = std::min(in.lo, (0.0f - pre.mean[c]) / pre.std[c]);
