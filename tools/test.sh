@@ -18,7 +18,10 @@ jobs=$(nproc)
 step "release build"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 targets=(brecq_tests brecq_quantize_cli)  # `brecq quantize` alone, for the kill -9 resume test
-if cmake --build build --target help | grep -q brecq_onnx_tests; then targets+=(brecq_onnx_tests); fi
+# (the target list read whole first: grep -q stopping early would break the pipe, which pipefail
+# turns into "no such target")
+target_list=$(cmake --build build --target help)
+if grep -q brecq_onnx_tests <<<"$target_list"; then targets+=(brecq_onnx_tests); fi
 cmake --build build -j"$jobs" --target "${targets[@]}"
 step "release tests"
 (cd build && ctest --output-on-failure)
