@@ -71,8 +71,10 @@ struct Flag {
 };
 
 /// The required flags of a program that starts from an FP model and calibration images
-/// (--model, --weights, --calib), followed by its own flags.
-inline std::vector<Flag> fp_model_flags(std::vector<Flag> own) {
+/// (--model, --weights, --calib), followed by its own flags. calib_optional_when, if given, makes
+/// --calib optional and says when it is not needed.
+inline std::vector<Flag> fp_model_flags(std::vector<Flag> own,
+                                        const std::string& calib_optional_when = "") {
   std::vector<Flag> out{
       {.name = "--model", .value_name = "MODEL", .help = "architecture", .required = true},
       {.name = "--weights",
@@ -81,8 +83,10 @@ inline std::vector<Flag> fp_model_flags(std::vector<Flag> own) {
        .required = true},
       {.name = "--calib",
        .value_name = "DIR",
-       .help = "calibration image folder",
-       .required = true}};
+       .help = calib_optional_when.empty()
+                   ? "calibration image folder"
+                   : "calibration image folder (" + calib_optional_when + ")",
+       .required = calib_optional_when.empty()}};
   out.insert(out.end(), std::make_move_iterator(own.begin()), std::make_move_iterator(own.end()));
   return out;
 }
