@@ -6,6 +6,9 @@
 # the executions and executions per second of each harness; exits non-zero on any crash, hang,
 # leak, sanitizer report or out-of-memory (the reproducer is kept in DIR/artifacts/<name>/).
 #
+# FUZZ_SEED=N fixes libFuzzer's random seed (CI uses it: the same inputs in every run, so that a
+# finding shows up here first, not as a failure at random); unset, each run explores anew.
+#
 #   tools/fuzz.sh [DIR [SECONDS [HARNESS...]]]     default: ../build-fuzz beside the repo, 20 s
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +60,8 @@ max_len() {
 export OMP_NUM_THREADS=1
 export UBSAN_OPTIONS="suppressions=$root/fuzz/ubsan.supp:halt_on_error=1:print_stacktrace=1"
 common=(-rss_limit_mb=2048 -timeout=10 -print_final_stats=1)
+seed=${FUZZ_SEED:-0}  # 0: libFuzzer picks one
+[[ $seed =~ ^[0-9]+$ ]] || { echo "fuzz: FUZZ_SEED must be a non-negative integer, got '$seed'" >&2; exit 2; }
 status=0
 
 # ---- committed regression inputs ----
@@ -76,7 +81,7 @@ done
 run() {
   local h=$1
   mkdir -p "$dir/corpus/$h" "$dir/artifacts/$h"
-  "$dir/$h" "${common[@]}" -max_len="$(max_len "$h")" -max_total_time="$seconds" \
+  "$dir/$h" "${common[@]}" -seed="$seed" -max_len="$(max_len "$h")" -max_total_time="$seconds" \
     -close_fd_mask=1 -artifact_prefix="$dir/artifacts/$h/" "$dir/corpus/$h" "fuzz/corpus/$h" \
     >"$dir/$h.log" 2>&1
 }

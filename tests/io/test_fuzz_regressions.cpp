@@ -3,6 +3,7 @@
 // expected and what came. (tools/fuzz.sh also runs them through their harnesses.)
 #include <doctest/doctest.h>
 
+#include <cstdlib>  // defines __GLIBC__ on glibc
 #include <span>
 #include <string>
 #include <vector>
@@ -15,6 +16,10 @@
 #include "brecq/quant/serialize.hpp"
 #include "brecq/runtime/load.hpp"
 #include "support.hpp"  // stb_image_write
+
+#ifdef __GLIBC__
+#include <malloc.h>  // mallopt
+#endif
 
 // Named (not anonymous): the test folders are compiled as one translation unit.
 namespace fuzz_regressions_test {
@@ -63,6 +68,33 @@ TEST_CASE("fuzz regression: a JPEG Huffman table of more than 256 codes is refus
       &jpg, 16, 8, 3, px.data(), 90);
   CHECK(brecq::detail::io::oversized_jpeg_huffman_table(jpg) == -1);
   CHECK(brecq::decode_image(jpg, "ok.jpg").width == 16);
+}
+
+TEST_CASE("fuzz regression: a JPEG scan naming an undefined Huffman table decodes the same way") {
+  // The scan's first component names AC table 0, which the file never defines. stb_image read
+  // that table from uninitialised memory: the pixels depended on what the heap held, and one
+  // heap state failed stb_image's assertion in stbi__jpeg_huff_decode (libFuzzer, after 10^5
+  // inputs). Its state is zeroed now, so the table decodes as zeros whatever the heap holds.
+  const std::string path = regression("image", "jpeg_undefined_huffman_table.jpg");
+  const std::vector<uint8_t> bytes = brecq::read_file_bytes(path);
+  auto decode_on_heap_filled_with = [&](int fill) {
+#ifdef __GLIBC__
+    // glibc fills every block malloc returns with fill (M_PERTURB takes fill ^ 0xFF).
+    mallopt(M_PERTURB, fill ^ 0xFF);
+#endif
+    const brecq::Image img = brecq::decode_image(bytes, path);
+#ifdef __GLIBC__
+    mallopt(M_PERTURB, 0);
+#endif
+    return img;
+  };
+  const brecq::Image zeros = decode_on_heap_filled_with(0x00);
+  CHECK(zeros.width == 16);
+  CHECK(zeros.height == 16);
+  for (const int fill : {0xA5, 0x5A, 0x01}) {  // not 0xFF: M_PERTURB 0 turns it off
+    CAPTURE(fill);
+    CHECK(decode_on_heap_filled_with(fill).pixels == zeros.pixels);
+  }
 }
 
 TEST_CASE("fuzz regression: sensitivity cache entries are validated, not passed to std::stoi") {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <span>
@@ -33,6 +34,13 @@
 #pragma GCC diagnostic ignored "-Wshadow"
 #pragma GCC diagnostic ignored "-Wdouble-promotion"
 #pragma GCC diagnostic ignored "-Wcast-qual"
+// stb_image allocates its decoder state (Huffman tables among it) uninitialised and a scan may
+// name a table the file never defines; zeroed memory makes such a table decode as zeros instead
+// of garbage that trips stb_image's internal assertions
+// (fuzz/regressions/image/jpeg_undefined_huffman_table.jpg).
+#define STBI_MALLOC(size) std::calloc(1, size)
+#define STBI_REALLOC(p, size) std::realloc(p, size)
+#define STBI_FREE(p) std::free(p)
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_ONLY_JPEG
@@ -41,6 +49,9 @@
 #define STBI_NO_LINEAR
 #define STBI_NO_HDR
 #include <stb_image.h>
+#undef STBI_MALLOC
+#undef STBI_REALLOC
+#undef STBI_FREE
 #undef STB_IMAGE_STATIC
 #undef STB_IMAGE_IMPLEMENTATION
 #undef STBI_ONLY_JPEG
