@@ -27,14 +27,15 @@ CALIB = ["--calib", f"{SHARED}/data/cifar10/calib"]
 TEST = f"{SHARED}/data/cifar10/test"
 
 
-# QAT at 2-bit weights needs a longer, faster schedule than its defaults (8 epochs: about 40 %).
-# Both were set by looking at test accuracy (README, QAT): the one row not chosen blind.
-QAT_W2 = ["--epochs", "32", "--lr", "3e-4", "--lr-steps", "1e-2"]
+# QAT schedules per bit-width, chosen on held-out calibration images by bench/qat_select.py
+# (results/qat_selection.md); other bit-widths run the defaults with --qat-epochs.
+QAT_SCHEDULES = {"W2A4": ["--epochs", "32", "--lr", "3e-4", "--lr-steps", "1e-3"],
+                 "W4A4": ["--epochs", "32", "--lr", "3e-4", "--lr-steps", "1e-2"]}
 
 
 def methods(args, bits):
     """(name, brecq arguments without --out and bit-widths, or None for the FP model)."""
-    qat = QAT_W2 if bits.startswith("W2") else ["--epochs", str(args.qat_epochs)]
+    qat = QAT_SCHEDULES.get(bits, ["--epochs", str(args.qat_epochs)])
     brecq_iters = ["--iters-w", str(args.iters_w), "--iters-a", str(args.iters_a)]
     return [
         ("FP32", None),
@@ -62,8 +63,8 @@ def run(cmd, log):
     return seconds
 
 
-def top1(brecq, eval_args, log):
-    run([brecq, "eval"] + eval_args + ["--data", TEST], log)
+def top1(brecq, eval_args, log, data=TEST):
+    run([brecq, "eval"] + eval_args + ["--data", data], log)
     m = re.search(r"^top-1\s+([0-9.]+) %", open(log).read(), re.M)
     if not m:
         sys.exit(f"methods: no top-1 line in {log}")
@@ -129,7 +130,8 @@ def main():
     p.add_argument("--brecq", default="build/brecq")
     p.add_argument("--iters-w", type=int, default=20000)
     p.add_argument("--iters-a", type=int, default=5000)
-    p.add_argument("--qat-epochs", type=int, default=8, help="QAT epochs (not at W2)")
+    p.add_argument("--qat-epochs", type=int, default=8,
+                   help="QAT epochs where QAT_SCHEDULES has none")
     p.add_argument("--tune-trials", type=int, default=0,
                    help="also a `brecq tune` row with this many random trials (0: none)")
     p.add_argument("--bits", default="W8A8,W4A4,W2A4")
@@ -149,8 +151,10 @@ def main():
     md = [f"# Quantization methods on ResNet-20 (CIFAR-10, ../shared)\n",
           f"CPU: {cpu_model()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. "
           f"BRECQ and AdaRound: {args.iters_w} + {args.iters_a} iterations per unit; QAT: "
-          f"{args.qat_epochs} epochs over the 1,024 calibration images (W2: `{' '.join(QAT_W2)}`, "
-          f"set by looking at test accuracy); tune: {args.tune_trials or 'no'} trials. First and last layers at 8 bits, 8-bit input. Command: `/usr/bin/python3 "
+          f"{args.qat_epochs} epochs over the 1,024 calibration images, except "
+          + ", ".join(f"{b}: `{' '.join(v)}`" for b, v in QAT_SCHEDULES.items())
+          + " (chosen on held-out calibration images, results/qat_selection.md); tune: "
+          f"{args.tune_trials or 'no'} trials. First and last layers at 8 bits, 8-bit input. Command: `/usr/bin/python3 "
           f"bench/methods.py {' '.join(sys.argv[1:])}`.\n",
           "| method | bits | top-1 % | wall s | command |", "|---|---|---|---|---|"]
     fp_top1 = None
