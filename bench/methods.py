@@ -14,9 +14,11 @@ Run from the repository root after `cmake -S . -B build && cmake --build build -
       [--out results/methods]
 """
 import argparse
+import concurrent.futures
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -114,15 +116,35 @@ def svg(rows, bit_configs, names):
     return "\n".join(out) + "\n"
 
 
-def write(out, md, rows, bit_configs, names):
-    """The table, JSON and plot so far (after every row: a long run interrupted keeps its rows)."""
+def write_files(out, texts):
+    """out + ext for every (ext, text), each written whole or not at all (tmp file, rename)."""
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    for ext, text in ((".md", "\n".join(md) + "\n"), (".json", json.dumps(rows, indent=1) + "\n"),
-                      (".svg", svg(rows, bit_configs, [n for n in names if n != "FP32"]))):
+    for ext, text in texts:
         tmp = out + ext + ".tmp"
         with open(tmp, "w") as f:
             f.write(text)
-        os.replace(tmp, out + ext)  # never half-written
+        os.replace(tmp, out + ext)
+
+
+def write(out, md, rows, bit_configs, names):
+    """The table, JSON and plot so far (after every row: a long run interrupted keeps its rows)."""
+    write_files(out, ((".md", "\n".join(md) + "\n"), (".json", json.dumps(rows, indent=1) + "\n"),
+                      (".svg", svg(rows, bit_configs, [n for n in names if n != "FP32"]))))
+
+
+def measure(args, bits, name, cmd):
+    """Runs one method at one bit-width and scores its file: the table row as a dict."""
+    tag = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    log = os.path.join(args.work, f"{bits}_{tag}")
+    out = log + ".safetensors"
+    full = [args.brecq] + cmd[:1] + MODEL + cmd[1:] + ["--w-bits", bits[1], "--a-bits", bits[3],
+                                                       "--out", out]
+    if cmd[0] in ("quantize", "qat"):
+        full.append("--no-progress")
+    seconds = run(full, log + ".log")
+    acc = top1(args.brecq, ["--quantized", out], log + ".eval.log")
+    return {"method": name, "bits": bits, "top1": acc, "seconds": seconds,
+            "command": " ".join(full), "shown": " ".join(cmd)}
 
 
 def main():
@@ -136,6 +158,8 @@ def main():
                    help="also a `brecq tune` row with this many random trials (0: none)")
     p.add_argument("--bits", default="W8A8,W4A4,W2A4")
     p.add_argument("--only", default="", help="run only the methods whose name contains this")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="rows run at a time (each with OMP_NUM_THREADS=1 unless it is set)")
     p.add_argument("--work", default="/tmp/brecq-methods")
     p.add_argument("--out", default="results/methods")
     args = p.parse_args()
@@ -145,46 +169,47 @@ def main():
     for b in bit_configs:
         if not re.fullmatch(r"W[2-8]A[2-8]", b):
             sys.exit(f"methods: --bits expects a list like W8A8,W4A4, got '{b}'")
+    if not 1 <= args.jobs <= (os.cpu_count() or 1):
+        sys.exit(f"methods: --jobs expects 1..{os.cpu_count()} (the CPUs here), got {args.jobs}")
+    if args.jobs > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.makedirs(args.work, exist_ok=True)
     names = [n for n, _ in methods(args, "W8A8") if args.only in n]
-    rows = []
-    md = [f"# Quantization methods on ResNet-20 (CIFAR-10, ../shared)\n",
-          f"CPU: {cpu_model()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. "
-          f"BRECQ and AdaRound: {args.iters_w} + {args.iters_a} iterations per unit; QAT: "
-          f"{args.qat_epochs} epochs over the 1,024 calibration images, except "
-          + ", ".join(f"{b}: `{' '.join(v)}`" for b, v in QAT_SCHEDULES.items())
-          + " (chosen on held-out calibration images, results/qat_selection.md); tune: "
-          f"{args.tune_trials or 'no'} trials. First and last layers at 8 bits, 8-bit input. Command: `/usr/bin/python3 "
-          f"bench/methods.py {' '.join(sys.argv[1:])}`.\n",
-          "| method | bits | top-1 % | wall s | command |", "|---|---|---|---|---|"]
-    fp_top1 = None
-    for bits in bit_configs:
-        w, a = bits[1], bits[3]
-        for name, cmd in methods(args, bits):
-            if name not in names or (cmd is None and fp_top1 is not None):
-                continue
-            tag = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-            log = os.path.join(args.work, f"{bits}_{tag}")
-            if cmd is None:
-                fp_top1 = top1(args.brecq, MODEL, log + ".eval.log")
-                rows.append({"method": name, "bits": "FP32", "top1": fp_top1, "seconds": 0})
-                md.append(f"| {name} | FP32 | {fp_top1:.2f} | - | `brecq eval` |")
-                print(md[-1], flush=True)
-                continue
-            out = log + ".safetensors"
-            full = [args.brecq] + cmd[:1] + MODEL + cmd[1:] + ["--w-bits", w, "--a-bits", a,
-                                                               "--out", out]
-            if cmd[0] in ("quantize", "qat"):
-                full.append("--no-progress")
-            seconds = run(full, log + ".log")
-            acc = top1(args.brecq, ["--quantized", out], log + ".eval.log")
-            rows.append({"method": name, "bits": bits, "top1": acc, "seconds": seconds,
-                         "command": " ".join(full)})
-            shown = " ".join(cmd[:1] + cmd[1:])
-            md.append(f"| {name} | {bits} | {acc:.2f} | {seconds:.0f} | `brecq {shown}` |")
-            print(md[-1], flush=True)
-            write(args.out, md, rows, bit_configs, names)
-    write(args.out, md, rows, bit_configs, names)
+    head = [f"# Quantization methods on ResNet-20 (CIFAR-10, ../shared)\n",
+            f"CPU: {cpu_model()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+            f"{args.jobs} row(s) at a time. "
+            f"BRECQ and AdaRound: {args.iters_w} + {args.iters_a} iterations per unit; QAT: "
+            f"{args.qat_epochs} epochs over the 1,024 calibration images, except "
+            + ", ".join(f"{b}: `{' '.join(v)}`" for b, v in QAT_SCHEDULES.items())
+            + " (chosen on held-out calibration images, results/qat_selection.md); tune: "
+            f"{args.tune_trials or 'no'} trials. First and last layers at 8 bits, 8-bit input. Command: `/usr/bin/python3 "
+            f"bench/methods.py {shlex.join(sys.argv[1:])}`.\n",
+            "| method | bits | top-1 % | wall s | command |", "|---|---|---|---|---|"]
+    rows = []  # in table order
+    if "FP32" in names:
+        fp = top1(args.brecq, MODEL, os.path.join(args.work, "FP32.eval.log"))
+        rows.append({"method": "FP32", "bits": "FP32", "top1": fp, "seconds": 0,
+                     "command": "brecq eval", "shown": "eval"})
+    tasks = [(bits, name, cmd) for bits in bit_configs for name, cmd in methods(args, bits)
+             if name in names and cmd is not None]
+    done = {}
+    wall = lambda r: "-" if r["bits"] == "FP32" else f"{r['seconds']:.0f}"
+
+    def emit():
+        ordered = rows + [done[i] for i in range(len(tasks)) if i in done]
+        md = head + [f"| {r['method']} | {r['bits']} | {r['top1']:.2f} | {wall(r)} | "
+                     f"`brecq {r['shown']}` |" for r in ordered]
+        write(args.out, md, [{k: v for k, v in r.items() if k != "shown"} for r in ordered],
+              bit_configs, names)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(measure, args, *t): i for i, t in enumerate(tasks)}
+        for f in concurrent.futures.as_completed(futures):
+            r = done[futures[f]] = f.result()
+            print(f"| {r['method']} | {r['bits']} | {r['top1']:.2f} | {r['seconds']:.0f} |",
+                  flush=True)
+            emit()  # after every row: a long run interrupted keeps its rows
+    emit()
     print(f"written to {args.out}.md, .json, .svg")
 
 

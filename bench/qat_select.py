@@ -20,7 +20,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from methods import CALIB, MODEL, cpu_model, run, top1  # noqa: E402
+from methods import CALIB, MODEL, cpu_model, run, top1, write_files  # noqa: E402
 
 GRID = {"--epochs": ["8", "32"], "--lr": ["3e-5", "3e-4"], "--lr-steps": ["1e-3", "1e-2"]}
 
@@ -103,17 +103,9 @@ def main():
                   f"images ({r['seconds']:.0f} s), the only test evaluation.\n")
         result = {"cpu": cpu_model(), "train_images": counts["train"],
                   "heldout_images": counts["heldout"], "bits": results}
-        for ext, text in ((".md", "\n".join(md) + "\n"),
-                          (".json", json.dumps(result, indent=1) + "\n")):
-            os.replace(_write(args.out + ext + ".tmp", text), args.out + ext)  # never half-written
+        write_files(args.out, ((".md", "\n".join(md) + "\n"),
+                               (".json", json.dumps(result, indent=1) + "\n")))
     print("\n".join(md))
-
-
-def _write(path, text):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ mkdir -p "$dir"
 # ---- build (a harness is rebuilt when a header, harness or this script is newer) ----
 # shift-exponent is recoverable only so that fuzz/ubsan.supp can suppress one known report inside
 # stb_image; halt_on_error=1 still stops on every other one.
-flags=(-std=c++20 -O1 -gline-tables-only -march=native -fopenmp -fsanitize=fuzzer,address,undefined
+flags=(-std=c++20 -O1 -gline-tables-only -march=native -ffp-contract=off -fopenmp -fsanitize=fuzzer,address,undefined
        -fno-sanitize-recover=all -fsanitize-recover=shift-exponent -fno-omit-frame-pointer -Iinclude
        -isystem /usr/include/stb)
 build() {

@@ -1,8 +1,10 @@
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "../support.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/quant/brecq.hpp"
 #include "tiny_model.hpp"
 
@@ -423,4 +425,47 @@ TEST_CASE("RowStack refuses batches that do not fit and an unfilled result") {
   CHECK(t.shape() == Shape{3, 4});
   CHECK(t.data<float>()[7] == 1.0f);
   CHECK(t.data<float>()[8] == 2.0f);
+}
+
+TEST_CASE("brecq quantize and the library called here write the same quantized model") {
+  // Two programs, one computation: the command line's defaults are the library's, and nothing
+  // in the build lets the two programs round differently (tests/build/test_fp_contract.cpp).
+#ifndef BRECQ_QUANTIZE_CLI
+  MESSAGE("skipped: brecq_quantize_cli is not part of this build");
+#else
+  const std::string shared = BRECQ_SHARED_DIR;
+  const std::string weights = shared + "/models/resnet20_cifar10.safetensors";
+  const std::string calib_dir = shared + "/data/cifar10/calib";
+  if (!std::filesystem::exists(BRECQ_QUANTIZE_CLI) || !std::filesystem::exists(weights) ||
+      !std::filesystem::is_directory(calib_dir)) {
+    MESSAGE("skipped: needs " BRECQ_QUANTIZE_CLI " and ../shared's ResNet-20 and calibration");
+    return;
+  }
+  const std::string out = temp_path("cross_program.safetensors");
+  std::filesystem::remove(out);
+  const std::string cmd = std::string(BRECQ_QUANTIZE_CLI) +
+                          " quantize --model resnet20_cifar --weights '" + weights + "' --calib '" +
+                          calib_dir +
+                          "' --calib-size 32 --act-init-images 16 --w-bits 2 --a-bits 4"
+                          " --iters-w 30 --iters-a 10 --seed 5 --no-progress --out '" +
+                          out + "' > " + out + ".log 2>&1";
+  INFO(cmd);
+  REQUIRE(std::system(cmd.c_str()) == 0);
+
+  QuantModel here(driver::load_model("resnet20_cifar", weights).model, {.w_bits = 2, .a_bits = 4});
+  ReconstructionSettings s;
+  s.iters_w = 30;
+  s.iters_a = 10;
+  s.act_init_images = 16;
+  s.seed = 5;
+  s.progress = nullptr;
+  const Batch calib = load_image_folder(
+      calib_dir,
+      {.preprocess = ImagePreprocess::cifar(), .limit = 32, .shuffle = true, .seed = s.seed});
+  run_brecq("block", here, calib.images, s);
+  snap_biases(here);  // as brecq quantize does before writing
+  CHECK(quantized_difference(here, load_quantized(out)) == "");  // by value: -0 == 0
+  std::filesystem::remove(out);
+  std::filesystem::remove(out + ".log");
+#endif
 }
