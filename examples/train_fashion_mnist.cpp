@@ -1,19 +1,25 @@
-// Trains the project's default model: a CIFAR-stem ResNet-18 (3x3 stride-1 conv1, no max-pool,
-// four stages of two BasicBlocks) on Fashion-MNIST with this library only: BatchNorm in training
+// Trains the project's models on Fashion-MNIST with this library only: the default model, a
+// CIFAR-stem ResNet-18 (3x3 stride-1 conv1, no max-pool, four stages of two BasicBlocks), or a
+// MobileNetV2 with CIFAR strides (stride-1 stem and first 24-channel block). BatchNorm in training
 // mode, cross-entropy, tape backward, SGD (momentum 0.9, Nesterov, weight decay 5e-4) with a
 // cosine learning rate, random-crop + horizontal-flip augmentation. Seeded: the same command gives
-// the same weights for a fixed OMP_NUM_THREADS. Saves the weights as F16 safetensors.
+// the same weights for a fixed OMP_NUM_THREADS. Saves the weights as F16 safetensors, with the
+// options the shapes cannot tell in the metadata (driver::load_model reads them).
 //
 //   train_fashion_mnist --width 16 --epochs 20 --out models/fashion_mnist_resnet18_w16.safetensors
+//   train_fashion_mnist --arch mobilenet_v2 --width-mult 0.5 --out
+//   models/fashion_mnist_mbv2.safetensors
 #include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "../tools/cli/args.hpp"
+#include "brecq/driver/driver.hpp"
 #include "brecq/io/idx.hpp"
 #include "brecq/nn/evaluate.hpp"
 #include "brecq/nn/load.hpp"
@@ -65,8 +71,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 int run(const std::vector<std::string>& argv) {
   cli::Args args(
       "train_fashion_mnist",
-      "Trains resnet18_cifar (in_channels 1, 10 classes) on Fashion-MNIST with brecq and saves\n"
-      "the weights as F16 safetensors (metadata: arch, base_width, normalization, accuracy).",
+      "Trains resnet18_cifar or mobilenet_v2 (CIFAR strides; in_channels 1, 10 classes) on\n"
+      "Fashion-MNIST with brecq and saves the weights as F16 safetensors (metadata: arch, width,\n"
+      "strides, normalization, accuracy).",
       {{.name = "--data",
         .value_name = "DIR",
         .help = "Fashion-MNIST IDX files",
@@ -75,10 +82,18 @@ int run(const std::vector<std::string>& argv) {
         .value_name = "FILE",
         .help = "weights output (safetensors, F16)",
         .required = true},
+       {.name = "--arch",
+        .value_name = "resnet18_cifar|mobilenet_v2",
+        .help = "architecture",
+        .default_value = "resnet18_cifar"},
        {.name = "--width",
         .value_name = "N",
-        .help = "base width (64 = torchvision's ResNet-18)",
+        .help = "resnet18_cifar: base width (64 = torchvision's ResNet-18)",
         .default_value = "16"},
+       {.name = "--width-mult",
+        .value_name = "X",
+        .help = "mobilenet_v2: width multiplier",
+        .default_value = "1"},
        {.name = "--epochs", .value_name = "N", .help = "training epochs", .default_value = "20"},
        {.name = "--batch", .value_name = "N", .help = "batch size", .default_value = "128"},
        {.name = "--lr",
@@ -101,7 +116,17 @@ int run(const std::vector<std::string>& argv) {
   const auto out_dir = std::filesystem::absolute(out).parent_path();
   if (!std::filesystem::is_directory(out_dir))
     args.fail("flag --out expects a file in an existing folder, got '" + out + "'");
+  const std::string arch = args.get_choice("--arch", {"resnet18_cifar", "mobilenet_v2"});
+  const bool mobilenet = arch == "mobilenet_v2";
+  if (mobilenet && args.has("--width"))
+    args.fail("flag --width is resnet18_cifar's base width; mobilenet_v2 takes --width-mult");
+  if (!mobilenet && args.has("--width-mult"))
+    args.fail("flag --width-mult is mobilenet_v2's; resnet18_cifar takes --width");
   const int64_t width = args.get_int("--width", 1, 512);
+  const float width_mult = args.get_float("--width-mult", 0.0f, 4.0f);
+  if (width_mult == 0.0f)
+    args.fail("flag --width-mult expects a number in (0, 4], got '" + args.get("--width-mult") +
+              "'");
   const int64_t epochs = args.get_int("--epochs", 1, 1000);
   const int64_t batch = args.get_int("--batch", 2, 4096);
   const int64_t pad = args.get_int("--pad", 0, 8);
@@ -116,8 +141,13 @@ int run(const std::vector<std::string>& argv) {
   const FashionMnist test = FashionMnist::load(MnistSplit::test, norm, data_dir);
   const int64_t n_train = train_limit > 0 ? std::min(train_limit, train.size()) : train.size();
 
-  nn::Model model =
-      nn::make_model("resnet18_cifar", {.num_classes = 10, .in_channels = 1, .base_width = width});
+  const nn::ModelOptions model_options =
+      mobilenet ? nn::ModelOptions{.num_classes = 10,
+                                   .in_channels = 1,
+                                   .width_mult = width_mult,
+                                   .small_input_stem = true}
+                : nn::ModelOptions{.num_classes = 10, .in_channels = 1, .base_width = width};
+  nn::Model model = nn::make_model(arch, model_options);
   Rng init_rng(seed);
   nn::init_kaiming(model, init_rng);
   std::vector<Tensor> params = model.parameters();
@@ -134,14 +164,17 @@ int run(const std::vector<std::string>& argv) {
     args.fail("flag --batch expects at most the " + std::to_string(n_train) +
               " training images, got " + std::to_string(batch));
   const int64_t total_steps = epochs * steps_per_epoch;
+  const std::string size_text =
+      mobilenet ? "mobilenet_v2 width " + args.get("--width-mult") + ", CIFAR strides"
+                : "resnet18_cifar base width " + std::to_string(width);
   std::printf(
-      "resnet18_cifar base width %lld (%lld parameters), %lld training images, batch %lld,"
+      "%s (%lld parameters), %lld training images, batch %lld,"
       " %lld epochs, lr %g cosine, SGD nesterov momentum 0.9 wd 5e-4, crop pad %lld, flip %s,"
       " seed %llu, %d threads\n",
-      static_cast<long long>(width), static_cast<long long>(n_params),
-      static_cast<long long>(n_train), static_cast<long long>(batch),
-      static_cast<long long>(epochs), lr, static_cast<long long>(pad), aug.flip ? "on" : "off",
-      static_cast<unsigned long long>(seed), num_threads());
+      size_text.c_str(), static_cast<long long>(n_params), static_cast<long long>(n_train),
+      static_cast<long long>(batch), static_cast<long long>(epochs), lr,
+      static_cast<long long>(pad), aug.flip ? "on" : "off", static_cast<unsigned long long>(seed),
+      num_threads());
   std::fflush(stdout);
 
   nn::ForwardHooks train_hooks;
@@ -186,21 +219,23 @@ int run(const std::vector<std::string>& argv) {
   const double total = seconds_since(start);
   char acc_text[32];
   std::snprintf(acc_text, sizeof acc_text, "%.2f", final_test.top1_percent());
-  nn::save_weights(model, out,
-                   {.metadata = {{"arch", "resnet18_cifar"},
-                                 {"base_width", std::to_string(width)},
-                                 {"in_channels", "1"},
-                                 {"dataset", "fashion-mnist"},
-                                 {"normalize_mean", std::to_string(norm.mean)},
-                                 {"normalize_std", std::to_string(norm.std)},
-                                 {"epochs", std::to_string(epochs)},
-                                 {"seed", std::to_string(seed)},
-                                 {"test_top1_f32", acc_text}},
-                    .float_storage = FloatStorage::f16});
+  std::map<std::string, std::string> meta{{"arch", arch},
+                                          {"in_channels", "1"},
+                                          {"dataset", "fashion-mnist"},
+                                          {"normalize_mean", std::to_string(norm.mean)},
+                                          {"normalize_std", std::to_string(norm.std)},
+                                          {"epochs", std::to_string(epochs)},
+                                          {"seed", std::to_string(seed)},
+                                          {"test_top1_f32", acc_text}};
+  if (mobilenet) {
+    meta["width_mult"] = args.get("--width-mult");
+    meta["small_input_stem"] = "1";
+  } else {
+    meta["base_width"] = std::to_string(width);
+  }
+  nn::save_weights(model, out, {.metadata = meta, .float_storage = FloatStorage::f16});
   // What users get: the F16 file loaded back.
-  nn::Model saved =
-      nn::make_model("resnet18_cifar", {.num_classes = 10, .in_channels = 1, .base_width = width});
-  nn::load_weights(saved, out);
+  const nn::Model saved = driver::load_model(arch, out).model;
   const nn::Accuracy a =
       nn::evaluate([&](const Tensor& x) { return saved.forward(x); }, test, {.batch = 500});
   std::printf("trained in %s; wrote %s (%.1f KiB, F16): test top-1 %.2f %% (F32 %.2f %%)\n",

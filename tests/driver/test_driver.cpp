@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 
 #include <filesystem>
+#include <map>
 
 #include "../../tools/cli/args.hpp"
 #include "../support.hpp"
@@ -28,6 +29,40 @@ TEST_CASE("a model from a weights file takes its classes, input channels and wid
                        doctest::Contains("for mobilenet_v2 (is it the right model?)"), Error);
   CHECK_THROWS_WITH_AS(driver::load_model("resnet18_cifar", path, 10),
                        doctest::Contains("wrong shape: fc.weight"), Error);
+  std::filesystem::remove(path);
+}
+
+TEST_CASE("a weights file's metadata gives the width multiplier and strides shapes cannot tell") {
+  const nn::ModelOptions o{
+      .num_classes = 10, .in_channels = 1, .width_mult = 0.35, .small_input_stem = true};
+  nn::Model m = nn::make_model("mobilenet_v2", o);
+  Rng rng(3);
+  nn::init_kaiming(m, rng);
+  const std::string path = test::temp_path("driver_mbv2.safetensors");
+  const auto save = [&](std::map<std::string, std::string> meta) {
+    nn::save_weights(m, path, {.metadata = std::move(meta)});
+  };
+  save({{"width_mult", "0.35"}, {"small_input_stem", "1"}});
+  const driver::LoadedModel got = driver::load_model("mobilenet_v2", path);
+  CHECK(got.options.width_mult == doctest::Approx(0.35));
+  CHECK(got.options.small_input_stem);
+  CHECK(got.model.blocks[0].layers[0].conv.stride == 1);
+  {
+    NoGrad ng;
+    const Tensor x = Tensor::full(Shape{1, 1, 28, 28}, 0.5f);
+    CHECK(got.model.forward(x).to_vector() == m.forward(x).to_vector());
+  }
+  // Without the metadata the shapes are a width-1 model's: refused as the wrong shape.
+  save({});
+  CHECK_THROWS_WITH_AS(driver::load_model("mobilenet_v2", path), doctest::Contains("shape"), Error);
+  save({{"width_mult", "half"}});
+  CHECK_THROWS_WITH_AS(driver::load_model("mobilenet_v2", path),
+                       doctest::Contains("metadata width_mult expected a number > 0, got 'half'"),
+                       Error);
+  save({{"width_mult", "0.35"}, {"small_input_stem", "yes"}});
+  CHECK_THROWS_WITH_AS(driver::load_model("mobilenet_v2", path),
+                       doctest::Contains("metadata small_input_stem expected 0 or 1, got 'yes'"),
+                       Error);
   std::filesystem::remove(path);
 }
 

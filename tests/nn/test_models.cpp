@@ -263,6 +263,26 @@ TEST_CASE("MobileNetV2 structure and width multiplier") {
   CHECK(half.blocks[18].layers[0].out_channels() == 1280);  // last channel never shrinks
   CHECK(make_model("mobilenet_v2", {.width_mult = 1.4}).blocks[18].layers[0].out_channels() ==
         1792);
+
+  // CIFAR strides: the stem and the first 24-channel block keep stride 1 (overall stride 8).
+  const auto strides = [](const Model& model) {
+    std::vector<int64_t> s;
+    for (const Layer* l : model.layers())
+      if (l->conv.stride > 1) s.push_back(l->conv.stride);
+    return s;
+  };
+  Model small = make_model(
+      "mobilenet_v2",
+      {.num_classes = 10, .in_channels = 1, .width_mult = 0.35, .small_input_stem = true});
+  CHECK(strides(m).size() == 5);
+  CHECK(strides(small).size() == 3);
+  CHECK(small.blocks[0].layers[0].conv.stride == 1);
+  CHECK(small.blocks[2].layers[1].conv.stride == 1);  // features.2, the first 24-channel block
+  CHECK(small.blocks[4].layers[1].conv.stride == 2);  // features.4, the first 32-channel block
+  Rng rng(5);
+  init_kaiming(small, rng);
+  NoGrad ng;
+  CHECK(small.forward(Tensor::zeros(Shape{2, 1, 28, 28})).shape() == Shape{2, 10});
 }
 
 TEST_CASE("CIFAR ResNet structure: option-A shortcuts") {

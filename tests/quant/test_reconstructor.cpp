@@ -298,6 +298,25 @@ TEST_CASE("run_brecq called as in the README refuses a checkpoint written with o
   check_same_quantized(full, resumed);
 }
 
+TEST_CASE("architecture presets: applied unless the caller chose the setting, and named") {
+  ReconstructionSettings s;
+  const std::string line = apply_preset(s, "mobilenet_v2", {});
+  CHECK(s.lambda == doctest::Approx(0.1f));
+  CHECK(line.find("preset for mobilenet_v2: rounding regulariser lambda 0.1") == 0);
+  CHECK(line.find("issue #16") != std::string::npos);
+  ReconstructionSettings chosen;
+  chosen.lambda = 0.01f;
+  CHECK(apply_preset(chosen, "mobilenet_v2", {.lambda = true})
+            .find("overridden by the explicit "
+                  "lambda 0.01") != std::string::npos);
+  CHECK(chosen.lambda == doctest::Approx(0.01f));
+  ReconstructionSettings plain;
+  CHECK(apply_preset(plain, "resnet20_cifar", {}).empty());
+  CHECK(plain.lambda == doctest::Approx(ReconstructionSettings{}.lambda));
+  CHECK_THROWS_WITH_AS(apply_preset(plain, "mobilenet_v3", {}),
+                       doctest::Contains("unknown model 'mobilenet_v3'"), Error);
+}
+
 TEST_CASE("granularity names are validated") {
   QuantModel qm(test::tiny_resnet(), {.w_bits = 4});
   CHECK_THROWS_WITH_AS(run_brecq("blocks", qm, calibration(), short_settings()),

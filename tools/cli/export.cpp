@@ -43,6 +43,7 @@ struct ReferenceParams {
   int64_t limit = 0;
   int64_t batch = 100;
 };
+#ifdef BRECQ_WITH_ONNX  // the reference files go with an exported model
 
 /// Writes PREFIX.input.f32 [N, C, H, W], PREFIX.labels.i32 [N], PREFIX.logits.f32 [N, K] and
 /// PREFIX.json (shapes, brecq's top-1) for the first `limit` images of the folder.
@@ -86,6 +87,7 @@ void write_reference(const nn::ForwardFn& forward, int64_t num_classes, const Re
       "%.2f %%\n",
       static_cast<long long>(n), p.prefix.c_str(), acc.top1_percent());
 }
+#endif  // BRECQ_WITH_ONNX
 
 int run(const std::vector<std::string>& argv) {
   cli::Args args(

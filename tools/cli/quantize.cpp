@@ -100,8 +100,8 @@ int run(const std::vector<std::string>& argv) {
             .default_value = "1024"},
            {.name = "--lambda",
             .value_name = "X",
-            .help = "rounding regulariser weight (0.1 for MobileNetV2)",
-            .default_value = "0.01"},
+            .help = "rounding regulariser weight (default 0.01, or the architecture's preset: 0.1 "
+                    "for mobilenet_v2)"},
            {.name = "--recipe",
             .value_name = "brecq|qdrop",
             .help =
@@ -160,7 +160,8 @@ int run(const std::vector<std::string>& argv) {
   if (args.has("--cache-dir")) s.cache_dir = args.get_dir("--cache-dir");
   s.act_input_quantized = args.get_choice("--act-input", {"fp", "quantized"}) == "quantized";
   if (args.has("--no-progress")) s.progress = nullptr;
-  s.lambda = args.get_float("--lambda", 0.0f, 1e3f);
+  if (args.has("--lambda")) s.lambda = args.get_float("--lambda", 0.0f, 1e3f);
+  const std::string preset = quant::apply_preset(s, model_name, {.lambda = args.has("--lambda")});
   s.lr_a = args.get_float("--lr-a", 1e-7f, 1.0f);
   s.act_init_images = args.get_int("--act-init-images", 1);
   s.recipe = quant::parse_recipe(args.get_choice("--recipe", {"brecq", "qdrop"}));
@@ -213,6 +214,8 @@ int run(const std::vector<std::string>& argv) {
   std::printf("brecq quantize: %s\n", key.str().c_str());
   const std::string method = method_name(granularity, s.recipe);
   std::printf("  method: %s\n", method.c_str());
+  if (!preset.empty())
+    std::printf("  %s%s\n", preset.c_str(), args.has("--lambda") ? "" : "; --lambda overrides it");
   if (s.recipe == quant::Recipe::qdrop)
     std::printf(
         "  AdaRound: Adam lr %g, beta %g->%g after %g%% warm-up; with it activation steps: Adam lr "

@@ -8,6 +8,7 @@
 //   driver::LoadedModel m = driver::load_model("resnet20_cifar", "resnet20.safetensors");
 //   const LabeledImages val(dir, driver::preprocess_for("auto", m.model.arch));
 //   nn::Accuracy a = driver::evaluate(driver::fp_forward(m.model), val, {.label = "FP"});
+#include <cstdlib>
 #include <string>
 
 #include "brecq/io/dataset.hpp"
@@ -27,6 +28,7 @@ struct LoadedModel {
 
 /// `arch` built with the classes (classifier rows), input channels (stem) and, for
 /// resnet18_cifar, base width (stem rows) of the state dict in the safetensors file at `path`,
+/// and with the width_mult and small_input_stem its metadata records (where `arch` has them),
 /// which is then loaded strictly. num_classes > 0 overrides the file's (and must agree with it).
 inline LoadedModel load_model(const std::string& arch, const std::string& path,
                               int64_t num_classes = 0) {
@@ -42,7 +44,22 @@ inline LoadedModel load_model(const std::string& arch, const std::string& path,
         " dimensions");
   nn::ModelOptions o{.num_classes = num_classes > 0 ? num_classes : file.info(head).shape.at(0),
                      .in_channels = w0[1]};
-  if (nn::model_info(arch).has_base_width) o.base_width = w0[0];
+  const nn::ModelInfo& info = nn::model_info(arch);
+  if (info.has_base_width) o.base_width = w0[0];
+  // What the tensor shapes cannot tell: the width multiplier (rounded channel counts) and the
+  // strides, recorded by programs that train such models (train_fashion_mnist).
+  const auto& meta = file.metadata();
+  if (auto it = meta.find("width_mult"); info.has_width_mult && it != meta.end()) {
+    char* end = nullptr;
+    o.width_mult = std::strtod(it->second.c_str(), &end);
+    check(end != it->second.c_str() && *end == '\0' && o.width_mult > 0, "weights file '", path,
+          "': metadata width_mult expected a number > 0, got '", it->second, "'");
+  }
+  if (auto it = meta.find("small_input_stem"); info.has_small_input_stem && it != meta.end()) {
+    check(it->second == "0" || it->second == "1", "weights file '", path,
+          "': metadata small_input_stem expected 0 or 1, got '", it->second, "'");
+    o.small_input_stem = it->second == "1";
+  }
   LoadedModel m{nn::make_model(arch, o), o};
   nn::load_weights(m.model, file);
   return m;

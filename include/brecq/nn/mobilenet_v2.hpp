@@ -9,6 +9,9 @@
 // identity shortcut when stride 1 and channels are unchanged; a conv Block features.18; a head
 // Block (global average pool, classifier.1). `stage` is 1 for features.1 and grows by one at
 // every stride-2 block; features.18 shares the last stage, the head gets the next one.
+//
+// small_input_stem (for 28x28 and 32x32 inputs, as CIFAR adaptations of MobileNetV2 do): the
+// stem conv and the first 24-channel block keep stride 1, so the network downsamples by 8, not 32.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -34,6 +37,7 @@ struct MobileNetV2Options {
   int64_t in_channels = 3;
   double width_mult = 1.0;
   int64_t round_nearest = 8;
+  bool small_input_stem = false;  ///< stride-1 stem and first 24-channel block (overall stride 8)
 };
 
 namespace detail {
@@ -89,6 +93,7 @@ inline Model mobilenet_v2(const MobileNetV2Options& o = {}) {
                                              {6, 160, 3, 2},
                                              {6, 320, 1, 1}}};
   const int64_t rn = o.round_nearest;
+  const int64_t stem_stride = o.small_input_stem ? 1 : 2;
   int64_t channels = make_divisible(32 * o.width_mult, rn);
   const int64_t last_channels = make_divisible(1280 * std::max(1.0, o.width_mult), rn);
 
@@ -97,13 +102,15 @@ inline Model mobilenet_v2(const MobileNetV2Options& o = {}) {
   m.num_classes = o.num_classes;
   m.in_channels = o.in_channels;
   m.blocks.push_back(detail::stem_block(
-      "features.0", detail::conv_bn({"features.0.0", "features.0.1", o.in_channels, channels, 3, 2,
-                                     1, Activation::relu6})));
+      "features.0", detail::conv_bn({"features.0.0", "features.0.1", o.in_channels, channels, 3,
+                                     stem_stride, 1, Activation::relu6})));
   int index = 1, stage = 0;
   for (const Setting& st : settings) {
     const int64_t out = make_divisible(static_cast<double>(st.c) * o.width_mult, rn);
+    // the first stride-2 setting (24 channels) is the one a small input stem keeps at stride 1
+    const bool keep_full_size = o.small_input_stem && st.c == 24;
     for (int64_t i = 0; i < st.n; ++i, ++index) {
-      const int64_t stride = i == 0 ? st.s : 1;
+      const int64_t stride = i == 0 && !keep_full_size ? st.s : 1;
       if (index == 1 || stride == 2) ++stage;
       m.blocks.push_back(detail::inverted_residual({.name = "features." + std::to_string(index),
                                                     .in = channels,

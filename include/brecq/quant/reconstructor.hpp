@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 
+#include "brecq/nn/models.hpp"
 #include "brecq/nn/optim.hpp"
 #include "brecq/ops/loss.hpp"
 #include "brecq/quant/granularity.hpp"
@@ -65,6 +66,28 @@ struct ReconstructionSettings {
                             ///< memory-mapped temporary files there (when they do not fit)
   ProgressSink progress = terminal_progress();  ///< where progress goes; {} = nowhere
 };
+
+/// Which settings the caller chose explicitly (a preset never overrides them).
+struct ExplicitSettings {
+  bool lambda = false;
+};
+
+/// Applies the model registry's reconstruction preset for `arch` to s, except the settings the
+/// caller chose explicitly; returns a line saying what was applied or overridden ("" when the
+/// architecture has no preset), for programs to print at start-up.
+inline std::string apply_preset(ReconstructionSettings& s, std::string_view arch,
+                                const ExplicitSettings& given) {
+  const nn::ReconstructionPreset& p = nn::model_info(arch).preset;
+  if (!p.rounding_lambda) return "";
+  std::ostringstream line;
+  line << "preset for " << arch << ": rounding regulariser lambda " << *p.rounding_lambda << " ("
+       << p.why << ")";
+  if (given.lambda)
+    line << "; overridden by the explicit lambda " << s.lambda;
+  else
+    s.lambda = *p.rounding_lambda;
+  return line.str();
+}
 
 inline void validate(const ReconstructionSettings& s) {
   check(s.batch >= 1, "batch size: expected >= 1, got ", s.batch);
