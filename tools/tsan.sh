@@ -19,7 +19,7 @@ for f in tests/kernels/*.cpp tests/kernels/int/*.cpp tests/tensor/*.cpp tests/op
   tests/runtime/test_executor.cpp; do
   echo "#include \"$PWD/$f\"" >> "$unity"
 done
-clang++-14 -std=c++20 -O1 -g -march=native -ffp-contract=off -fopenmp -fsanitize=thread -fno-omit-frame-pointer \
+clang++-14 -std=c++20 -O1 -gline-tables-only -march=native -ffp-contract=off -fopenmp -fsanitize=thread -fno-omit-frame-pointer \
   -Iinclude -Itests -isystem /usr/include/stb -DBRECQ_TEST_DATA_DIR="\"$PWD/tests/data\"" \
   -DBRECQ_SHARED_DIR="\"$PWD/../shared\"" tests/main.cpp "$unity" -o "$dir/tsan_tests"
 archer=/usr/lib/llvm-14/lib/libarcher.so
