@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses (fuzz/<name>.cpp, clang++-14 with -fsanitize=fuzzer,address,
 # undefined) into one binary in DIR, runs every committed regression input
-# (fuzz/regressions/<name>/*) through its harness, then fuzzes each harness for SECONDS (two at a time), starting from its seed corpus
+# (fuzz/regressions/<name>/*) through its harness, then fuzzes each harness for SECONDS (two at
+# a time), starting from its seed corpus
 # (fuzz/corpus/<name>/; new inputs go to DIR/corpus/<name>/, never into the repository). Prints
 # the executions and executions per second of each harness; exits non-zero on any crash, hang,
 # leak, sanitizer report or out-of-memory (the reproducer is kept in DIR/artifacts/<name>/).
